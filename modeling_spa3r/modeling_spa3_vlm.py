@@ -1,0 +1,552 @@
+"""
+Spa3-VLM: Qwen2.5-VL whose image embeddings are fused, per sample, with the latents of a frozen Spa3R encoder.
+
+Notation: S scenes (one per sample that has images; the images of a sample are the views of its scene), V views of a
+scene, N image tokens of a scene (all its images after Qwen's patch merger), C text hidden size, Q Spa3R queries,
+D Spa3R width, heads = `config.geometry_num_attention_heads`, d = C / heads.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+    Qwen2_5_VisionTransformerPretrainedModel,
+    Qwen2_5_VLPreTrainedModel,
+    Qwen2_5_VLTextModel,
+)
+from transformers.modeling_utils import PreTrainedModel
+from transformers.utils import logging
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.hub import cached_file
+
+from .configuration_spa3_vlm import Spa3VLMConfig
+from .modeling_spa3r import Spa3RModel
+
+logger = logging.get_logger(__name__)
+
+# Checkpoints written by Qwen2.5-VL (and by this class, see below) use the legacy layout `visual.*` / `model.layers.*`;
+# the module tree is `model.visual.*` / `model.language_model.*`. Our geometry modules live next to them.
+register_checkpoint_conversion_mapping(
+    "Spa3VLMForConditionalGeneration",
+    [
+        WeightRenaming(source_patterns=r"^visual", target_patterns="model.visual"),
+        WeightRenaming(
+            source_patterns=r"^model(?!\.(language_model|visual|geometry_encoder|geometry_fusion))",
+            target_patterns="model.language_model",
+        ),
+    ],
+    overwrite=True,
+)
+
+# Official hustvl/Spa3-VLM key names → ours (applied before the legacy Qwen renames above).
+OFFICIAL_KEY_MAPPING = {
+    r"^geometry_encoder\.spa3r\.": "model.geometry_encoder.",
+    r"^geometry_projector\.0\.": "model.geometry_fusion.projector.linear_1.",
+    r"^geometry_projector\.2\.": "model.geometry_fusion.projector.linear_2.",
+    r"^geom_cross_attention\.proj\.": "model.geometry_fusion.cross_attention.o_proj.",
+    r"^geom_cross_attention\.": "model.geometry_fusion.cross_attention.",
+    r"^ln\.": "model.geometry_fusion.norm.",
+    r"^geometry_adaptor\.0\.": "model.geometry_fusion.adaptor.down_proj.",
+    r"^geometry_adaptor\.2\.": "model.geometry_fusion.adaptor.up_proj.",
+    r"^geometry_gate\.0\.": "model.geometry_fusion.gate_proj.",
+}
+# Parts of the official Spa3R checkpoint that only pretraining uses (reported as ignored when loading).
+SPA3R_TRAINING_ONLY_MODULES = (
+    "decoder",
+    "heads",
+    "depth_prob",
+    "pose_tokenizer",
+    "camera_head",
+    "depth_head",
+    "point_head",
+    "dino",
+)
+_TRAINING_ONLY_PATTERN = r"geometry_encoder\.(spa3r\.)?(" + "|".join(SPA3R_TRAINING_ONLY_MODULES) + r")\."
+
+
+@dataclass
+class Spa3VLMImageFeaturesOutput(BaseModelOutputWithPooling):
+    r"""
+    pooler_output (`tuple[torch.FloatTensor]`):
+        Per image, its merged Qwen image tokens `(tokens_i, C)`, fused with the geometry of its scene when
+        geometry inputs were given.
+    geometry_latents (`torch.FloatTensor` of shape `(S, Q, D)`, *optional*):
+        Spa3R latents of every scene, in scene order.
+    """
+
+    geometry_latents: torch.FloatTensor | None = None
+
+
+class Spa3VLMGeometryProjector(nn.Module):
+    """Spa3R latents (…, D) → language-model width (…, C): Linear → GELU → Linear."""
+
+    def __init__(self, geometry_size: int, hidden_size: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(geometry_size, hidden_size)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(latents)))
+
+
+class Spa3VLMCrossAttention(nn.Module):
+    """Image tokens attend to their scene's projected latents: separate q/k/v projections, per-head q/k LayerNorm, SDPA."""
+
+    def __init__(self, hidden_size: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=eps)
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=eps)
+        self.o_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, queries: torch.Tensor, keys_values: torch.Tensor) -> torch.Tensor:
+        # queries (S, N, C), keys_values (S, Q, C) → (S, N, C)
+        num_scenes, num_tokens, hidden_size = queries.shape
+        q = self.q_norm(self.q_proj(queries).view(num_scenes, num_tokens, self.num_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(keys_values).view(num_scenes, -1, self.num_heads, self.head_dim))
+        v = self.v_proj(keys_values).view(num_scenes, -1, self.num_heads, self.head_dim)
+        # (S, heads, N, d) attending over (S, heads, Q, d)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.o_proj(out.transpose(1, 2).reshape(num_scenes, num_tokens, hidden_size))
+
+
+class Spa3VLMGeometryAdaptor(nn.Module):
+    """Bottleneck C → C / ratio → C; `up_proj` starts at zero so a fresh model is exactly the base VLM."""
+
+    def __init__(self, hidden_size: int, ratio: int):
+        super().__init__()
+        self.down_proj = nn.Linear(hidden_size, hidden_size // ratio)
+        self.act = nn.GELU()
+        self.up_proj = nn.Linear(hidden_size // ratio, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.up_proj(self.act(self.down_proj(hidden_states)))
+
+
+class Spa3VLMGeometryFusion(nn.Module):
+    """
+    fused = image_embeds + adaptor(x) · sigmoid(gate_proj(x)),  x = norm(cross_attention(image_embeds, projector(latents))).
+    Every scene is handled on its own: image tokens only see the latents of their own sample.
+    """
+
+    def __init__(self, config: Spa3VLMConfig):
+        super().__init__()
+        hidden_size = config.text_config.hidden_size
+        self.projector = Spa3VLMGeometryProjector(config.geometry_config.hidden_size, hidden_size)
+        self.cross_attention = Spa3VLMCrossAttention(
+            hidden_size, config.geometry_num_attention_heads, config.geometry_layer_norm_eps
+        )
+        self.norm = nn.LayerNorm(hidden_size, eps=config.geometry_layer_norm_eps)
+        self.adaptor = Spa3VLMGeometryAdaptor(hidden_size, config.geometry_adaptor_ratio)
+        self.gate_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, image_embeds: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        # image_embeds (S, N, C) (rows past a scene's own N are padding and stay independent), latents (S, Q, D)
+        geometry = self.projector(latents.to(image_embeds.dtype))  # (S, Q, C)
+        x = self.norm(self.cross_attention(image_embeds, geometry))  # (S, N, C)
+        return image_embeds + self.adaptor(x) * torch.sigmoid(self.gate_proj(x))
+
+
+class Spa3VLMPreTrainedModel(Qwen2_5_VLPreTrainedModel):
+    config: Spa3VLMConfig
+    _no_split_modules = [
+        "Qwen2_5_VLDecoderLayer",
+        "Qwen2_5_VLVisionBlock",
+        "Spa3VLMGeometryFusion",
+        "Spa3RModel",
+    ]
+    _keys_to_ignore_on_load_unexpected = [_TRAINING_ONLY_PATTERN]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, Spa3VLMGeometryAdaptor):
+            init.zeros_(module.up_proj.weight)
+            init.zeros_(module.up_proj.bias)
+
+
+def _scene_sizes(
+    geometry_pixel_values: torch.Tensor, geometry_scene_sizes: torch.Tensor | None
+) -> list[tuple[int, int, int]]:
+    """(V, H, W) of every scene; a 5-D (S, V, 3, H, W) input without sizes is S scenes of V views."""
+    if geometry_scene_sizes is not None:
+        if geometry_pixel_values.ndim != 4:
+            raise ValueError(
+                "with geometry_scene_sizes, geometry_pixel_values must be (num_views, 3, H, W), got shape "
+                f"{tuple(geometry_pixel_values.shape)}"
+            )
+        return [tuple(size) for size in geometry_scene_sizes.tolist()]
+    if geometry_pixel_values.ndim == 5:
+        num_scenes, num_views, _, height, width = geometry_pixel_values.shape
+        return [(num_views, height, width)] * num_scenes
+    if geometry_pixel_values.ndim == 4:
+        num_views, _, height, width = geometry_pixel_values.shape
+        return [(num_views, height, width)]
+    raise ValueError(
+        f"geometry_pixel_values must be (num_views, 3, H, W) or (S, V, 3, H, W), got {tuple(geometry_pixel_values.shape)}"
+    )
+
+
+class Spa3VLMModel(Spa3VLMPreTrainedModel, Qwen2_5_VLModel):
+    """Qwen2.5-VL vision tower + language model, plus the Spa3R encoder and the geometry fusion."""
+
+    def __init__(self, config: Spa3VLMConfig):
+        PreTrainedModel.__init__(self, config)
+        self.visual = Qwen2_5_VisionTransformerPretrainedModel._from_config(config.vision_config)
+        self.language_model = Qwen2_5_VLTextModel._from_config(config.text_config)
+        self.rope_deltas = None  # cached for decoding, as in Qwen2.5-VL
+        self.geometry_encoder = Spa3RModel(config.geometry_config)
+        self.geometry_fusion = Spa3VLMGeometryFusion(config)
+        if config.freeze_geometry_encoder:
+            self.geometry_encoder.requires_grad_(False)
+        self.post_init()
+
+    def encode_geometry(self, scenes: list[torch.Tensor]) -> torch.Tensor:
+        """Spa3R latents of every scene (list of (V, 3, H, W) in [0, 1]) → (S, Q, D); equal-shaped scenes run batched."""
+        groups: dict[tuple, list[int]] = {}
+        for index, scene in enumerate(scenes):
+            groups.setdefault(tuple(scene.shape), []).append(index)
+        latents = [None] * len(scenes)
+        encoder_dtype = self.geometry_encoder.dtype
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_geometry_encoder):
+            for indices in groups.values():
+                batch = torch.stack([scenes[i] for i in indices]).to(encoder_dtype)  # (B_g, V, 3, H, W)
+                group_latents = self.geometry_encoder(pixel_values=batch).latents  # (B_g, Q, D)
+                for i, scene_latents in zip(indices, group_latents):
+                    latents[i] = scene_latents
+        return torch.stack(latents)
+
+    def fuse_geometry(
+        self,
+        image_embeds: tuple[torch.Tensor, ...],
+        geometry_pixel_values: torch.Tensor,
+        geometry_scene_sizes: torch.Tensor | None = None,
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """
+        image_embeds: per image (tokens_i, C), all images of the batch in order. The scenes cover consecutive images:
+        scene s is the next V_s images. Returns the fused per-image embeddings and the latents (S, Q, D).
+        """
+        sizes = _scene_sizes(geometry_pixel_values, geometry_scene_sizes)
+        if geometry_pixel_values.ndim == 5:
+            geometry_pixel_values = geometry_pixel_values.flatten(0, 1)
+        num_views = sum(size[0] for size in sizes)
+        if num_views != len(image_embeds) or num_views != geometry_pixel_values.shape[0]:
+            raise ValueError(
+                f"the geometry scenes hold {num_views} views ({geometry_pixel_values.shape[0]} given in "
+                f"geometry_pixel_values) but the batch has {len(image_embeds)} images: every image must be one view"
+            )
+        patch_size = self.config.geometry_config.vggt_config.patch_size
+        scenes, start = [], 0
+        for views, height, width in sizes:
+            if views < 1:
+                raise ValueError(f"a geometry scene needs at least one view, got sizes {sizes}")
+            if height % patch_size or width % patch_size:
+                raise ValueError(
+                    f"geometry view size {height}x{width} is not divisible by the patch size {patch_size}"
+                )
+            if height > geometry_pixel_values.shape[-2] or width > geometry_pixel_values.shape[-1]:
+                raise ValueError(
+                    f"geometry scene size {height}x{width} exceeds geometry_pixel_values "
+                    f"{tuple(geometry_pixel_values.shape[-2:])}"
+                )
+            scenes.append(geometry_pixel_values[start : start + views, :, :height, :width])
+            start += views
+        latents = self.encode_geometry(scenes)  # (S, Q, D)
+
+        image_lengths = [embeds.shape[0] for embeds in image_embeds]
+        scene_tokens, start = [], 0
+        for views, _, _ in sizes:
+            scene_tokens.append(torch.cat(image_embeds[start : start + views]))  # (N_s, C)
+            start += views
+        padded = nn.utils.rnn.pad_sequence(scene_tokens, batch_first=True)  # (S, N_max, C)
+        fused = self.geometry_fusion(padded, latents)  # (S, N_max, C)
+        fused_images = torch.cat([fused[s, : len(tokens)] for s, tokens in enumerate(scene_tokens)])
+        return torch.split(fused_images, image_lengths), latents
+
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.LongTensor | None = None,
+        geometry_pixel_values: torch.Tensor | None = None,
+        geometry_scene_sizes: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> Spa3VLMImageFeaturesOutput:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(sum of t·h·w over images, 3·2·14·14)`): Qwen's flattened patches.
+        image_grid_thw (`torch.LongTensor` of shape `(num_images, 3)`): Qwen's patch grid per image.
+        geometry_pixel_values (`torch.Tensor` of shape `(num_images, 3, H, W)` or `(S, V, 3, H, W)`, *optional*):
+            every image again, as Spa3R views in [0, 1]; zero-padded to a common size when scenes differ.
+        geometry_scene_sizes (`torch.LongTensor` of shape `(S, 3)`, *optional*): (V, H, W) of each scene; scene s is
+            the next V images.
+        """
+        outputs = super().get_image_features(pixel_values, image_grid_thw, return_dict=True, **kwargs)
+        outputs = Spa3VLMImageFeaturesOutput(**outputs)
+        if geometry_pixel_values is not None:
+            outputs.pooler_output, outputs.geometry_latents = self.fuse_geometry(
+                outputs.pooler_output, geometry_pixel_values, geometry_scene_sizes
+            )
+        return outputs
+
+    def _check_scenes_match_samples(
+        self,
+        input_ids: torch.LongTensor,
+        image_grid_thw: torch.LongTensor,
+        geometry_pixel_values: torch.Tensor,
+        geometry_scene_sizes: torch.LongTensor | None,
+    ) -> None:
+        """Each sample with image tokens owns the next scene, and its token count equals that scene's images'."""
+        sizes = _scene_sizes(geometry_pixel_values, geometry_scene_sizes)
+        merge = self.config.vision_config.spatial_merge_size**2
+        tokens_per_image = (image_grid_thw.prod(-1) // merge).tolist()
+        tokens_per_sample = (input_ids == self.config.image_token_id).sum(-1).tolist()
+        scene, image = 0, 0
+        for sample, num_tokens in enumerate(tokens_per_sample):
+            if num_tokens == 0:
+                continue
+            if scene >= len(sizes):
+                raise ValueError(
+                    f"sample {sample} has {num_tokens} image tokens but all {len(sizes)} geometry scenes are used up"
+                )
+            views = sizes[scene][0]
+            expected = sum(tokens_per_image[image : image + views])
+            if expected != num_tokens:
+                raise ValueError(
+                    f"image tokens do not match the images: sample {sample} has {num_tokens} image tokens, its "
+                    f"{views} image(s) give {expected}"
+                )
+            scene, image = scene + 1, image + views
+        if scene != len(sizes):
+            raise ValueError(f"{len(sizes)} geometry scenes given but only {scene} samples have images")
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.IntTensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        mm_encoder_outputs: dict | None = None,
+        geometry_pixel_values: torch.Tensor | None = None,
+        geometry_scene_sizes: torch.LongTensor | None = None,
+        **kwargs,
+    ):
+        r"""
+        Qwen2.5-VL's forward plus the geometry inputs (see `get_image_features`). The images are encoded and fused
+        here, then handed to Qwen as `mm_encoder_outputs`; `generate` instead encodes them once before prefill.
+        """
+        if geometry_pixel_values is not None:
+            if pixel_values is None:
+                raise ValueError("geometry_pixel_values were given without images (pixel_values)")
+            if input_ids is not None:
+                self._check_scenes_match_samples(input_ids, image_grid_thw, geometry_pixel_values, geometry_scene_sizes)
+            mm_encoder_outputs = dict(mm_encoder_outputs or {})
+            if mm_encoder_outputs.get("image") is not None:
+                raise ValueError("pass either pixel_values (with geometry) or pre-encoded image outputs, not both")
+            mm_encoder_outputs["image"] = self.get_image_features(
+                pixel_values,
+                image_grid_thw,
+                geometry_pixel_values=geometry_pixel_values,
+                geometry_scene_sizes=geometry_scene_sizes,
+                return_dict=True,
+                **kwargs,
+            )
+            pixel_values = None
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            image_grid_thw=image_grid_thw,
+            video_grid_thw=video_grid_thw,
+            mm_token_type_ids=mm_token_type_ids,
+            second_per_grid_ts=second_per_grid_ts,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
+
+
+class Spa3VLMForConditionalGeneration(Spa3VLMPreTrainedModel, Qwen2_5_VLForConditionalGeneration):
+    def __init__(self, config: Spa3VLMConfig):
+        PreTrainedModel.__init__(self, config)
+        self.model = Spa3VLMModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.LongTensor | None = None,
+        geometry_pixel_values: torch.Tensor | None = None,
+        geometry_scene_sizes: torch.LongTensor | None = None,
+        **kwargs,
+    ):
+        return self.model.get_image_features(
+            pixel_values,
+            image_grid_thw,
+            geometry_pixel_values=geometry_pixel_values,
+            geometry_scene_sizes=geometry_scene_sizes,
+            **kwargs,
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.IntTensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict | None = None,
+        geometry_pixel_values: torch.Tensor | None = None,
+        geometry_scene_sizes: torch.LongTensor | None = None,
+        **kwargs,
+    ):
+        r"""
+        labels (`torch.LongTensor` of shape `(B, L)`, *optional*): next-token targets, -100 = ignored (shifted inside).
+        geometry_pixel_values / geometry_scene_sizes: the Spa3R views, see [`Spa3VLMModel.get_image_features`].
+        Returns a `MultimodalCausalLMOutputWithPast` with logits (B, L, vocab).
+        """
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            image_grid_thw=image_grid_thw,
+            video_grid_thw=video_grid_thw,
+            mm_token_type_ids=mm_token_type_ids,
+            second_per_grid_ts=second_per_grid_ts,
+            logits_to_keep=logits_to_keep,
+            mm_encoder_outputs=mm_encoder_outputs,
+            geometry_pixel_values=geometry_pixel_values,
+            geometry_scene_sizes=geometry_scene_sizes,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, geometry_config=None, **kwargs):
+        r"""
+        Loads our own checkpoints, and official hustvl/Spa3-VLM directories (a `qwen2_5_vl` config.json with
+        `use_geometry_encoder`): those are converted on the fly; `geometry_config` ([`Spa3RConfig`] or dict) then
+        gives the Spa3R sizes the official config does not carry. The conversion report (keys ignored as
+        pretraining-only, keys that did not map, missing keys) is logged and kept in `model.conversion_report`.
+        """
+        official = None
+        if kwargs.get("config") is None and pretrained_model_name_or_path is not None:
+            official = _read_official_config(pretrained_model_name_or_path, kwargs)
+        if official is None:
+            if geometry_config is not None:
+                raise ValueError("geometry_config only applies to official hustvl/Spa3-VLM checkpoints")
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+        kwargs["config"] = Spa3VLMConfig.from_official_dict(official, geometry_config=geometry_config)
+        kwargs["key_mapping"] = {**OFFICIAL_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        checkpoint_keys = _checkpoint_keys(pretrained_model_name_or_path, kwargs)
+        model.conversion_report = {
+            "ignored_training_only": sorted(k for k in checkpoint_keys if _is_training_only(k)),
+            "unmapped": sorted(info["unexpected_keys"]),
+            "missing": sorted(info["missing_keys"]),
+            "mismatched": sorted(str(k) for k in info["mismatched_keys"]),
+        }
+        _log_report(model.conversion_report)
+        return (model, info) if wants_info else model
+
+
+def _is_training_only(key: str) -> bool:
+    return re.match(r"^" + _TRAINING_ONLY_PATTERN, key) is not None
+
+
+def _hub_kwargs(kwargs: dict) -> dict:
+    names = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+    return {name: kwargs[name] for name in names if name in kwargs}
+
+
+def _read_official_config(path, kwargs) -> dict | None:
+    """The raw config.json if `path` is an official Spa3-VLM checkpoint (qwen2_5_vl + use_geometry_encoder)."""
+    config_file = cached_file(path, "config.json", _raise_exceptions_for_missing_entries=False, **_hub_kwargs(kwargs))
+    if config_file is None:
+        return None
+    with open(config_file) as f:
+        config_dict = json.load(f)
+    if config_dict.get("model_type") == "qwen2_5_vl" and "use_geometry_encoder" in config_dict:
+        return config_dict
+    return None
+
+
+def _checkpoint_keys(path, kwargs) -> list[str]:
+    """Tensor names of a (possibly sharded) safetensors checkpoint, read from the headers only."""
+    from safetensors import safe_open
+
+    hub = _hub_kwargs(kwargs)
+    index = cached_file(path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub)
+    if index is not None:
+        with open(index) as f:
+            return sorted(json.load(f)["weight_map"])
+    weights = cached_file(path, "model.safetensors", **hub)
+    with safe_open(weights, framework="pt") as f:
+        return sorted(f.keys())
+
+
+def _log_report(report: dict) -> None:
+    logger.info(
+        f"official Spa3-VLM checkpoint converted; {len(report['ignored_training_only'])} pretraining-only Spa3R keys "
+        "ignored (decoder, heads, DINO, camera/depth/point heads, ...)"
+    )
+    for kind in ("unmapped", "missing", "mismatched"):
+        if report[kind]:
+            logger.warning(f"{len(report[kind])} {kind} keys in the official checkpoint: {report[kind]}")
+
+
+__all__ = [
+    "Spa3VLMPreTrainedModel",
+    "Spa3VLMModel",
+    "Spa3VLMForConditionalGeneration",
+    "Spa3VLMGeometryFusion",
+    "Spa3VLMImageFeaturesOutput",
+    "OFFICIAL_KEY_MAPPING",
+    "SPA3R_TRAINING_ONLY_MODULES",
+]

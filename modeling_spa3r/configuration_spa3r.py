@@ -1,0 +1,174 @@
+"""Configurations of the VGGT backbone and of Spa3R (Predictive Spatial Field Modeling)."""
+
+from typing import Literal
+
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+QKNorm = Literal["layernorm", "rmsnorm", "none"]
+
+
+class VGGTConfig(PreTrainedConfig):
+    r"""
+    VGGT (Visual Geometry Grounded Transformer): aggregator + camera head + DPT depth/point heads.
+    Defaults are facebook/VGGT-1B.
+
+    Args:
+        image_size: image size the DINOv2 positional embedding was trained for (518 → a 37×37 grid).
+        patch_size: patch size in pixels; H and W of the input must be multiples of it.
+        hidden_size: aggregator width C; the aggregated tokens have 2C channels (frame ‖ global).
+        num_hidden_layers: number of frame blocks (= number of global blocks).
+        num_attention_heads: heads of frame and global attention.
+        mlp_ratio: MLP hidden size / width, in every block.
+        num_register_tokens: register tokens per frame (the camera token comes in addition).
+        layerscale_init: LayerScale init of the aggregator and camera-head blocks.
+        rope_theta: base frequency of the 2-D RoPE in frame and global attention.
+        patch_embed_type: `"dinov2"` (DINOv2 ViT with registers, as VGGT-1B) or `"conv"` (a single strided conv).
+        patch_embed_num_layers / patch_embed_num_heads: depth and heads of the DINOv2 patch-embedding ViT.
+        patch_embed_layerscale_init: LayerScale init of the DINOv2 ViT blocks.
+        frame_qk_norm / global_qk_norm: per-head q/k normalisation of frame / global attention: `"layernorm"`
+            (VGGT-1B), `"rmsnorm"` (weight-only, machine-epsilon; Spa3R's global blocks) or `"none"`.
+        camera_head_depth / camera_head_num_heads: trunk blocks and heads of the camera head (width 2C).
+        camera_num_iterations: iterative refinement steps of the camera head.
+        dpt_features / dpt_out_channels / dpt_intermediate_layers: DPT head widths and the aggregator layers it reads.
+        dpt_frames_chunk_size: frames per DPT pass (chunks are independent; bounds memory).
+        use_depth_head / use_point_head: which DPT heads exist.
+    """
+
+    model_type = "vggt"
+
+    image_size: int = 518
+    patch_size: int = 14
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_register_tokens: int = 4
+    layerscale_init: float = 0.01
+    rope_theta: float = 100.0
+    patch_embed_type: Literal["dinov2", "conv"] = "dinov2"
+    patch_embed_num_layers: int = 24
+    patch_embed_num_heads: int = 16
+    patch_embed_layerscale_init: float = 1.0
+    frame_qk_norm: QKNorm = "layernorm"
+    global_qk_norm: QKNorm = "layernorm"
+    camera_head_depth: int = 4
+    camera_head_num_heads: int = 16
+    camera_num_iterations: int = 4
+    dpt_features: int = 256
+    dpt_out_channels: list[int] | tuple[int, ...] = (256, 512, 1024, 1024)
+    dpt_intermediate_layers: list[int] | tuple[int, ...] = (4, 11, 17, 23)
+    dpt_frames_chunk_size: int = 8
+    use_depth_head: bool = True
+    use_point_head: bool = True
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self.dpt_out_channels = list(self.dpt_out_channels)
+        self.dpt_intermediate_layers = list(self.dpt_intermediate_layers)
+        super().__post_init__(**kwargs)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}")
+        if len(self.dpt_out_channels) != 4 or len(self.dpt_intermediate_layers) != 4:
+            raise ValueError("dpt_out_channels and dpt_intermediate_layers need exactly 4 entries")
+        if max(self.dpt_intermediate_layers) >= self.num_hidden_layers:
+            raise ValueError(
+                f"dpt_intermediate_layers {self.dpt_intermediate_layers} exceed num_hidden_layers {self.num_hidden_layers}"
+            )
+
+    @property
+    def aggregated_size(self) -> int:
+        """Channels of an aggregated token (frame ‖ global), 2C."""
+        return 2 * self.hidden_size
+
+
+def default_dinov3_vitl16() -> dict:
+    """DINOv3 ViT-L/16 (facebook/dinov3-vitl16-pretrain-lvd1689m), the semantic teacher of Spa3R."""
+    return dict(
+        model_type="dinov3_vit",
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        patch_size=16,
+        num_register_tokens=4,
+        use_gated_mlp=False,
+        query_bias=True,
+        key_bias=False,
+        value_bias=True,
+        rope_theta=100.0,
+        pos_embed_rescale=2.0,
+        layer_norm_eps=1e-5,
+    )
+
+
+class Spa3RConfig(PreTrainedConfig):
+    r"""
+    Spa3R: compresses unposed views of a scene into `num_queries` latent tokens of width `hidden_size`, trained by
+    predicting the frozen teachers' feature fields of unseen views (PSFM). Defaults are the released hustvl/Spa3R.
+
+    Args:
+        vggt_config: the frozen VGGT backbone (aggregator, camera and depth heads). Spa3R's global blocks use
+            weight-only RMSNorm q/k norms.
+        semantic_teacher_config: config of the frozen semantic teacher (`DINOv3ViTConfig`); `None` means semantic
+            targets must be passed to the forward (`semantic_targets`).
+        hidden_size: Spa3R width D.
+        num_attention_heads: heads of the encoder and decoder transformers.
+        num_queries: number of latent queries Q (the latent is (Q, D)).
+        num_encoder_layers / num_decoder_layers: depths of the encoder and the PRoPE decoder.
+        num_register_tokens: register tokens prepended inside the encoder and decoder.
+        mlp_ratio: MLP hidden size / width in encoder, decoder and prediction heads.
+        layer_norm_eps: epsilon of the encoder/decoder LayerNorms.
+        rope_theta: base frequency of the encoder's 2-D RoPE. prope_theta: base of PRoPE's RoPE blocks.
+        semantic_size: channels of the semantic target (DINOv3 ViT-L: 1024).
+        semantic_image_size: the semantic teacher sees the views resized to this square size.
+        mask_ratio: fraction of views hidden as targets; `int(V * (1 - mask_ratio))` views stay context.
+        asymmetric_masking: one view-masked teacher pass (True, the paper) or a context pass plus a full pass (False,
+            the released training config).
+        save_teachers: keep the frozen teachers in `save_pretrained` checkpoints of the pretraining model.
+    """
+
+    model_type = "spa3r"
+    sub_configs_defaults = {
+        "vggt_config": SubConfigSpec(config_class=VGGTConfig, init_kwargs={"global_qk_norm": "rmsnorm"}),
+        "semantic_teacher_config": SubConfigSpec(config_class=AutoConfig, model_type="dinov3_vit", optional=True),
+    }
+
+    vggt_config: dict | PreTrainedConfig | None = None
+    semantic_teacher_config: dict | PreTrainedConfig | None = None
+    hidden_size: int = 768
+    num_attention_heads: int = 12
+    num_queries: int = 256
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    num_register_tokens: int = 4
+    mlp_ratio: float = 4.0
+    layer_norm_eps: float = 1e-6
+    rope_theta: float = 100.0
+    prope_theta: float = 100.0
+    semantic_size: int = 1024
+    semantic_image_size: int = 224
+    mask_ratio: float = 0.5
+    asymmetric_masking: bool = True
+    save_teachers: bool = True
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.vggt_config, dict):  # Spa3R's global blocks default to RMSNorm, also for partial dicts
+            self.vggt_config = {"global_qk_norm": "rmsnorm", **self.vggt_config}
+        super().__post_init__(**kwargs)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}")
+        head_dim = self.hidden_size // self.num_attention_heads
+        if head_dim % 8:
+            raise ValueError(f"PRoPE needs a head dim divisible by 8, got {head_dim}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.semantic_teacher_config is not None and self.semantic_teacher_config.hidden_size != self.semantic_size:
+            raise ValueError(
+                f"semantic_size {self.semantic_size} differs from the teacher's hidden_size "
+                f"{self.semantic_teacher_config.hidden_size}"
+            )
+
+
+__all__ = ["VGGTConfig", "Spa3RConfig", "default_dinov3_vitl16"]

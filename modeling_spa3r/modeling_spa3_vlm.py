@@ -485,6 +485,8 @@ class Spa3VLMForConditionalGeneration(Spa3VLMPreTrainedModel, Qwen2_5_VLForCondi
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
+        # save in our layout, not back in the official names the key mapping came from
+        model._weight_conversions = None
         checkpoint_keys = _checkpoint_keys(pretrained_model_name_or_path, kwargs)
         model.conversion_report = {
             "ignored_training_only": sorted(k for k in checkpoint_keys if _is_training_only(k)),
@@ -494,6 +496,24 @@ class Spa3VLMForConditionalGeneration(Spa3VLMPreTrainedModel, Qwen2_5_VLForCondi
         }
         _log_report(model.conversion_report)
         return (model, info) if wants_info else model
+
+
+    @classmethod
+    def from_qwen_and_spa3r(cls, qwen_path, spa3r_path, geometry_overrides: dict | None = None, **kwargs):
+        r"""
+        Start SFT from a base Qwen2.5-VL checkpoint and a Spa3R checkpoint (a `Spa3RModel` directory): Qwen's weights
+        and Spa3R's are loaded, the fusion is freshly initialised (its adaptor output is zero, so the new model
+        gives exactly the base Qwen2.5-VL outputs). `geometry_overrides` are extra `Spa3VLMConfig` fields.
+        """
+        from transformers import Qwen2_5_VLConfig
+
+        spa3r = Spa3RModel.from_pretrained(spa3r_path)
+        qwen_config = Qwen2_5_VLConfig.from_pretrained(qwen_path)
+        config = Spa3VLMConfig.from_qwen_config(qwen_config, geometry_config=spa3r.config, **(geometry_overrides or {}))
+        model = super().from_pretrained(qwen_path, config=config, **kwargs)
+        model.model.geometry_encoder.load_state_dict(spa3r.state_dict(), strict=True)
+        model.model.geometry_encoder.to(model.dtype)
+        return model
 
 
 def _is_training_only(key: str) -> bool:

@@ -1,0 +1,132 @@
+"""Offline builders of a tiny Spa3-VLM: tiny Qwen2.5-VL + tiny Spa3R config, byte-level tokenizer, processor.
+
+Geometry views are 56 pixels wide (4 patches of 14); Qwen sees them trimmed to multiples of 28, so a 64×48 picture
+becomes a 56×42 Spa3R view and a 56×28 Qwen image = 2 merged image tokens.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .fixtures_qwen import QWEN_CHAT_TEMPLATE, build_qwen_tokenizer
+
+GEOMETRY_SIZE = 56
+
+
+def tiny_vlm_spa3r_config():
+    from modeling_spa3r.configuration_spa3r import Spa3RConfig, VGGTConfig
+
+    vggt = VGGTConfig(
+        patch_embed_type="conv",
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        global_qk_norm="rmsnorm",
+        camera_head_depth=1,
+        camera_head_num_heads=2,
+        dpt_features=8,
+        dpt_out_channels=[8, 8, 8, 8],
+        dpt_intermediate_layers=[0, 0, 0, 0],
+    )
+    return Spa3RConfig(
+        vggt_config=vggt, hidden_size=16, num_attention_heads=2, num_queries=4, num_encoder_layers=1, num_decoder_layers=1
+    )
+
+
+def tiny_spa3_vlm_config(tokenizer):
+    from modeling_spa3r.configuration_spa3_vlm import Spa3VLMConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    return Spa3VLMConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+            "bos_token_id": ids("<|endoftext|>"),
+            "eos_token_id": ids("<|im_end|>"),
+            "pad_token_id": ids("<|endoftext|>"),
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "window_size": 56,
+            "fullatt_block_indexes": [0],
+        },
+        geometry_config=tiny_vlm_spa3r_config(),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
+
+
+def build_spa3_vlm_processor(tokenizer=None):
+    from transformers import Qwen2VLImageProcessor
+
+    from modeling_spa3r.processing_spa3_vlm import Spa3VLMProcessor
+
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56 * 4, patch_size=14, merge_size=2)
+    return Spa3VLMProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer or build_qwen_tokenizer(),
+        chat_template=QWEN_CHAT_TEMPLATE,
+        geometry_size=GEOMETRY_SIZE,
+        num_frames=3,
+        min_frames=2,
+        max_frames=6,
+    )
+
+
+def build_tiny_spa3_vlm(tokenizer, seed: int = 0, randomize_adaptor: bool = True):
+    """A tiny random Spa3-VLM; with `randomize_adaptor` the zero-initialised adaptor output layer gets random weights
+    so that the geometry actually changes the logits."""
+    from modeling_spa3r.modeling_spa3_vlm import Spa3VLMForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = Spa3VLMForConditionalGeneration(tiny_spa3_vlm_config(tokenizer)).eval()
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    if randomize_adaptor:
+        generator = torch.Generator().manual_seed(seed + 1)
+        up_proj = model.model.geometry_fusion.adaptor.up_proj
+        with torch.no_grad():
+            up_proj.weight.copy_(torch.randn(up_proj.weight.shape, generator=generator))
+            up_proj.bias.copy_(torch.randn(up_proj.bias.shape, generator=generator))
+    return model
+
+
+def random_picture(seed: int, width: int = 64, height: int = 48) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def write_video(path: Path, num_frames: int = 8, fps: int = 4, width: int = 64, height: int = 48, seed: int = 0) -> Path:
+    """A small mp4 (PyAV, mpeg4) of random frames."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def write_frame_folder(path: Path, num_frames: int = 5, seed: int = 0) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for index in range(num_frames):
+        random_picture(seed + index).save(path / f"frame_{index}.png")
+    return path

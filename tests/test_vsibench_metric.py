@@ -1,13 +1,10 @@
 """The ``evaluate`` wrapper of the VSI-Bench scorer, loaded offline from its local folder."""
 
-from pathlib import Path
-
 import evaluate
 import pytest
 
 from modeling_spa3r import vsibench
-
-METRIC_DIR = Path(__file__).resolve().parents[1] / "modeling_spa3r" / "metrics" / "vsibench"
+from modeling_spa3r.metrics import VSIBENCH_METRIC_PATH
 
 ITEMS = [
     ("5.0", "5", "object_counting"),
@@ -26,7 +23,7 @@ ITEMS = [
 
 @pytest.fixture(scope="module")
 def metric(monkeypatch_module):
-    return evaluate.load(str(METRIC_DIR))
+    return evaluate.load(VSIBENCH_METRIC_PATH)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,658 @@
+"""Resumable VSI-Bench runner for Spa3-VLM and plain Qwen2.5-VL checkpoints.
+
+Usage (one process, or ``accelerate launch`` for several)::
+
+    python eval/vsibench.py --model PATH --data /data/VSI-Bench --output-dir runs/vsibench
+    accelerate launch --num_processes 8 eval/vsibench.py --model PATH --data /data/VSI-Bench --output-dir runs/x
+
+What it does, following ``shared/spec/vsibench.md``:
+
+* loads the questions from a local copy of ``nyu-visionx/VSI-Bench`` (``test.jsonl``/parquet next to
+  ``arkitscenes/``, ``scannet/``, ``scannetpp/``) or any VSI-format ``.jsonl``/``.json``/``.parquet``;
+* samples ``--num-frames`` frames (default 32) at indices ``floor(linspace(0, N-1, k))`` from
+  ``<video-root>/<dataset>/<scene_name>.mp4`` (PyAV) or from a folder of frame images of that name;
+* builds the official prompt and gives the frames to the model as a list of images (one image
+  placeholder per frame, frames before the text), decodes greedily (16 new tokens), batched with
+  left padding;
+* appends one JSON line per answered question to its predictions file and flushes it at once; a
+  restarted run skips every ``id`` already present in any predictions file of the output folder;
+* at the end (rank 0) merges the per-rank files into ``predictions.jsonl``, prints the per-task
+  table, and writes ``results.json`` and ``results.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import vsibench
+
+__all__ = [
+    "main",
+    "build_parser",
+    "run",
+    "load_questions",
+    "select_questions",
+    "sample_frame_indices",
+    "load_frames",
+    "visual_path",
+    "PredictionWriter",
+    "read_predictions",
+    "summarize",
+    "plot_results",
+]
+
+DATASET_SOURCES = ("arkitscenes", "scannet", "scannetpp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+REQUIRED_FIELDS = ("id", "question_type", "question", "ground_truth")
+FULL_FILE_CANDIDATES = ("test.jsonl", "test.parquet", "test-00000-of-00001.parquet")
+DEBIASED_FILE_CANDIDATES = ("test_debiased.parquet", "test_debiased.jsonl")
+RUN_CONFIG_FILE = "run_config.json"
+MERGED_PREDICTIONS_FILE = "predictions.jsonl"
+RESULTS_FILE = "results.json"
+PLOT_FILE = "results.png"
+# Settings that change answers: a resumed run must use the same ones as the answers on disk.
+RUN_CONFIG_KEYS = ("model", "num_frames", "prompt_profile", "parser", "max_new_tokens")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_table(path: Path) -> list[dict]:
+    """Read a ``.jsonl``, ``.json`` (list of objects) or ``.parquet`` file into a list of dicts."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"{path}:{number}: invalid JSON line ({error})") from error
+        return rows
+    if suffix == ".json":
+        with open(path, encoding="utf-8") as handle:
+            rows = json.load(handle)
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a JSON list of question objects, got {type(rows).__name__}")
+        return rows
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise ValueError(f"{path}: unsupported question file type {suffix!r} (use .jsonl, .json or .parquet)")
+
+
+def _find_question_file(root: Path, debiased: bool) -> tuple[Path, bool]:
+    """Locate the question file of a local VSI-Bench copy; returns (path, needs_pruned_filter)."""
+    if debiased:
+        for name in DEBIASED_FILE_CANDIDATES:
+            if (root / name).is_file():
+                return root / name, False
+    for name in FULL_FILE_CANDIDATES:
+        if (root / name).is_file():
+            return root / name, debiased
+    shards = sorted(root.glob("test-*.parquet"))
+    if shards:
+        return shards[0], debiased
+    raise FileNotFoundError(
+        f"no VSI-Bench question file in {root}: expected one of "
+        f"{', '.join(DEBIASED_FILE_CANDIDATES + FULL_FILE_CANDIDATES if debiased else FULL_FILE_CANDIDATES)}"
+    )
+
+
+def _debiased_rows(rows: list[dict], source: Path) -> list[dict]:
+    """Keep the VSI-Bench-Debiased questions: rows with ``pruned == False`` (or not in pruned_ids.txt)."""
+    if rows and all("pruned" in row for row in rows):
+        return [row for row in rows if not row["pruned"]]
+    pruned_ids_file = source.parent / "pruned_ids.txt"
+    if pruned_ids_file.is_file():
+        pruned = set(pruned_ids_file.read_text().split())
+        return [row for row in rows if str(row["id"]) not in pruned]
+    raise ValueError(
+        f"--debiased: {source} has no 'pruned' column and there is no test_debiased.parquet or "
+        f"pruned_ids.txt next to it; download a VSI-Bench revision from 2025-11 or later"
+    )
+
+
+def _normalise_row(row: dict, source: Path, index: int) -> dict:
+    missing = [field for field in REQUIRED_FIELDS if row.get(field) is None]
+    if missing:
+        raise ValueError(f"{source}: question {index} (id {row.get('id')!r}) lacks field(s) {', '.join(missing)}")
+    question_type = row["question_type"]
+    if question_type not in vsibench.QUESTION_TYPES:
+        raise ValueError(
+            f"{source}: question id {row['id']!r} has unknown question_type {question_type!r}; "
+            f"expected one of {', '.join(vsibench.QUESTION_TYPES)}"
+        )
+    options = row.get("options")
+    options = list(options) if options is not None else None
+    if question_type in vsibench.NA_QUESTION_TYPES:
+        vsibench.parse_ground_truth(row["ground_truth"], question_type, row["id"])
+    # Validate options and the ground-truth letter now rather than after hours of inference.
+    vsibench.build_prompt(row["question"], question_type, options)
+    if question_type in vsibench.MCA_QUESTION_TYPES:
+        vsibench.score("", row["ground_truth"], question_type, options, question_id=row["id"])
+    if "video" not in row and not (row.get("dataset") and row.get("scene_name")):
+        raise ValueError(
+            f"{source}: question id {row['id']!r} needs 'dataset' and 'scene_name' (or a 'video' path) "
+            "to locate its video"
+        )
+    return {**row, "options": options}
+
+
+def load_questions(data: str | os.PathLike, debiased: bool = False) -> list[dict]:
+    """Load and validate VSI-format questions from a dataset folder or a question file.
+
+    ``data`` is either a local copy of ``nyu-visionx/VSI-Bench`` (a folder holding ``test.jsonl``,
+    ``test.parquet``, ``test-00000-of-00001.parquet`` and, for newer revisions,
+    ``test_debiased.parquet``) or a single ``.jsonl``/``.json``/``.parquet`` file in VSI format
+    (fields ``id``, ``question_type``, ``question``, ``ground_truth``, ``options``, ``dataset``,
+    ``scene_name``; optionally ``video``: a path relative to the video root).
+
+    With ``debiased=True`` only VSI-Bench-Debiased questions are kept. Every row is validated up
+    front (type, options, ground truth, duplicate ids) so that a long run cannot fail midway.
+    """
+    data = Path(data)
+    if data.is_dir():
+        source, needs_filter = _find_question_file(data, debiased)
+    elif data.is_file():
+        source, needs_filter = data, debiased
+    else:
+        raise FileNotFoundError(f"VSI-Bench data not found: {data}")
+    rows = _read_table(source)
+    if needs_filter:
+        rows = _debiased_rows(rows, source)
+    questions, seen = [], set()
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{source}: question {index} is not an object: {row!r}")
+        question = _normalise_row(row, source, index)
+        if question["id"] in seen:
+            raise ValueError(f"{source}: duplicate question id {question['id']!r}")
+        seen.add(question["id"])
+        questions.append(question)
+    if not questions:
+        raise ValueError(f"{source}: no questions")
+    return questions
+
+
+def select_questions(
+    questions: list[dict], question_types: Sequence[str] | None = None, limit: int | None = None
+) -> list[dict]:
+    """Keep the given question types (``object_rel_direction`` = its three subtypes), then the first ``limit``.
+
+    Raises ``ValueError`` if the selection holds some but not all relative-direction subtypes,
+    because the official ``object_rel_direction`` score is the mean of all three.
+    """
+    if question_types:
+        wanted = set()
+        for name in question_types:
+            if name == "object_rel_direction":
+                wanted.update(vsibench.REL_DIRECTION_TYPES)
+            elif name in vsibench.QUESTION_TYPES:
+                wanted.add(name)
+            else:
+                raise ValueError(
+                    f"--question-types: unknown type {name!r}; expected object_rel_direction or one of "
+                    f"{', '.join(vsibench.QUESTION_TYPES)}"
+                )
+        questions = [q for q in questions if q["question_type"] in wanted]
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
+        questions = questions[:limit]
+    if not questions:
+        raise ValueError("the selection (--question-types/--limit) contains no questions")
+    present = {q["question_type"] for q in questions} & set(vsibench.REL_DIRECTION_TYPES)
+    if present and len(present) < len(vsibench.REL_DIRECTION_TYPES):
+        missing = sorted(set(vsibench.REL_DIRECTION_TYPES) - present)
+        raise ValueError(
+            f"the selection contains {', '.join(sorted(present))} but not {', '.join(missing)}; "
+            "object_rel_direction is the mean of all three subtypes. Select all of them or none, e.g. "
+            "--question-types object_rel_direction or a --question-types list without them"
+        )
+    return questions
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames
+# ---------------------------------------------------------------------------------------------
+
+
+def visual_path(question: dict, video_root: str | os.PathLike) -> Path:
+    """Return the video file (``.mp4``) or frame folder of a question; error naming the path if absent."""
+    root = Path(video_root)
+    if question.get("video"):
+        path = root / question["video"]
+        candidates = [path]
+    else:
+        base = root / str(question["dataset"]) / str(question["scene_name"])
+        candidates = [base.with_name(base.name + ".mp4"), base]
+    for path in candidates:
+        if path.is_file() or path.is_dir():
+            return path
+    raise FileNotFoundError(f"video of question id {question['id']!r} not found: {candidates[0]}")
+
+
+def sample_frame_indices(total: int, num_frames: int) -> list[int]:
+    """``floor(linspace(0, total - 1, num_frames))``; all frames when ``total < num_frames``."""
+    if total < 1:
+        raise ValueError("cannot sample frames from an empty video")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if total <= num_frames:
+        return list(range(total))
+    if num_frames == 1:
+        return [0]
+    step = (total - 1) / (num_frames - 1)
+    return [min(total - 1, math.floor(i * step)) for i in range(num_frames)]
+
+
+def _natural_key(name: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _decode_video(path: Path, indices: list[int] | None):
+    """Decode an mp4 with PyAV; return (frame count, PIL frames at ``indices``)."""
+    import av
+
+    wanted = set(indices or ())
+    frames, count = {}, 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if count in wanted:
+                frames[count] = frame.to_image()
+            count += 1
+            if indices is not None and len(frames) == len(wanted):
+                break
+    return count, frames
+
+
+def load_frames(path: str | os.PathLike, num_frames: int) -> list:
+    """Sample ``num_frames`` RGB PIL frames uniformly from an ``.mp4`` or a folder of frame images."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name))
+        if not files:
+            raise FileNotFoundError(f"frame folder {path} contains no images ({', '.join(IMAGE_SUFFIXES)})")
+        return [Image.open(files[i]).convert("RGB") for i in sample_frame_indices(len(files), num_frames)]
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    import av
+
+    with av.open(str(path)) as container:
+        total = container.streams.video[0].frames
+    if total <= 0:
+        total, _ = _decode_video(path, None)
+    indices = sample_frame_indices(total, num_frames)
+    count, frames = _decode_video(path, indices)
+    if len(frames) < len(indices):  # the container's frame count was wrong: count by decoding
+        indices = sample_frame_indices(count, num_frames)
+        _, frames = _decode_video(path, indices)
+    if not frames:
+        raise ValueError(f"video has no decodable frames: {path}")
+    return [frames[i].convert("RGB") for i in indices]
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions on disk
+# ---------------------------------------------------------------------------------------------
+
+
+def read_predictions(output_dir: str | os.PathLike) -> dict:
+    """Read every ``predictions*.jsonl`` in ``output_dir`` into ``{id: record}``.
+
+    A truncated last line (a run killed while writing) is ignored; a corrupt line elsewhere is an
+    error naming the file and line.
+    """
+    records = {}
+    for path in sorted(Path(output_dir).glob("predictions*.jsonl")):
+        lines = path.read_text(encoding="utf-8").split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                if number == len(lines):  # unterminated last line
+                    continue
+                raise ValueError(f"{path}:{number}: corrupt prediction line ({error})") from error
+            records[record["id"]] = record
+    return records
+
+
+class PredictionWriter:
+    """Append-only JSON-lines writer that flushes and fsyncs every record as soon as it is written."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):  # drop a line cut short by a kill
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(data.rfind(b"\n") + 1)
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_run_config(output_dir: Path, config: dict, is_main: bool) -> None:
+    path = output_dir / RUN_CONFIG_FILE
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = {k: (previous.get(k), config[k]) for k in RUN_CONFIG_KEYS if previous.get(k) != config[k]}
+        if changed:
+            details = "; ".join(f"{k}: {old!r} on disk vs {new!r} now" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{output_dir} holds answers from a run with different settings ({details}); "
+                "use a new --output-dir or the same settings"
+            )
+    elif is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+def load_model_and_processor(path: str, dtype: str = "auto", device=None, attn_implementation: str | None = None):
+    """Load a Qwen2.5-VL or Spa3-VLM checkpoint (registered on ``import modeling_spa3r``) for inference."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs).eval()
+    if device is not None:
+        model.to(device)
+    processor = AutoProcessor.from_pretrained(path)
+    return model, processor
+
+
+def build_messages(num_frames: int, prompt: str) -> list[dict]:
+    """One user turn: ``num_frames`` image placeholders (the frames, in order) followed by the prompt."""
+    return [{"role": "user", "content": [*({"type": "image"} for _ in range(num_frames)), {"type": "text", "text": prompt}]}]
+
+
+def generate_answers(model, processor, frames: list[list], prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy-decode one batch (left padding); returns the raw generated texts, special tokens removed."""
+    import torch
+
+    texts = [
+        processor.apply_chat_template(build_messages(len(f), p), add_generation_prompt=True, tokenize=False)
+        for f, p in zip(frames, prompts)
+    ]
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(images=[image for sample in frames for image in sample], text=texts, padding=True, return_tensors="pt")
+    inputs = inputs.to(model.device)
+    floating = {k: v.to(model.dtype) for k, v in inputs.items() if torch.is_tensor(v) and v.is_floating_point()}
+    inputs.update(floating)
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0
+        )
+    generated = output[:, inputs["input_ids"].shape[1] :]
+    return processor.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+def summarize(records: list[dict]) -> dict:
+    """Official aggregate plus per-type question counts of the scored records."""
+    counts = {}
+    for record in records:
+        counts[record["question_type"]] = counts.get(record["question_type"], 0) + 1
+    return {
+        "results": vsibench.aggregate(records),
+        "num_questions": len(records),
+        "question_type_counts": {t: counts[t] for t in vsibench.QUESTION_TYPES if t in counts},
+    }
+
+
+def plot_results(results: dict, path: str | os.PathLike, title: str) -> None:
+    """Bar chart of overall and the eight task scores (×100)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["Overall", *vsibench.TASK_DISPLAY_NAMES.values()]
+    values = [results.get("overall"), *(results.get(k) for k in vsibench.TASK_KEYS)]
+    shown = [(n, 100 * v) for n, v in zip(names, values) if v is not None]
+    figure, axis = plt.subplots(figsize=(9, 4), dpi=120)
+    bars = axis.bar([n for n, _ in shown], [v for _, v in shown], color=["#444444"] + ["#4c72b0"] * (len(shown) - 1))
+    axis.bar_label(bars, fmt="%.1f", fontsize=8)
+    axis.set_ylim(0, 105)
+    axis.set_ylabel("score (×100)")
+    axis.set_title(title, fontsize=9)
+    axis.tick_params(axis="x", labelrotation=30, labelsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _merge_predictions(output_dir: Path, selected_ids: list) -> list[dict]:
+    """Write ``predictions.jsonl`` with every answered question (selected ones in data order first)."""
+    records = read_predictions(output_dir)
+    order = {qid: i for i, qid in enumerate(selected_ids)}
+    merged = sorted(records.values(), key=lambda r: (order.get(r["id"], len(order)), str(r["id"])))
+    tmp = output_dir / (MERGED_PREDICTIONS_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in merged:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, output_dir / MERGED_PREDICTIONS_FILE)
+    return [records[qid] for qid in selected_ids if qid in records]
+
+
+# ---------------------------------------------------------------------------------------------
+# Runner
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``eval/vsibench.py`` / ``spa3r eval``."""
+    parser = argparse.ArgumentParser(
+        prog="spa3r eval",
+        description="Evaluate a Spa3-VLM or Qwen2.5-VL checkpoint on VSI-Bench with the official scoring.",
+    )
+    parser.add_argument("--model", required=True, help="checkpoint folder (AutoModelForImageTextToText + AutoProcessor)")
+    parser.add_argument("--data", required=True, help="local nyu-visionx/VSI-Bench folder or a VSI-format .jsonl/.json/.parquet")
+    parser.add_argument("--video-root", help="folder holding arkitscenes/, scannet/, scannetpp/ (default: the data folder)")
+    parser.add_argument("--output-dir", required=True, help="predictions, results.json and results.png go here")
+    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled uniformly per video (paper: 32)")
+    parser.add_argument("--batch-size", type=int, default=1, help="questions per generate() call")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="official: 16")
+    parser.add_argument("--limit", type=int, help="only the first N selected questions")
+    parser.add_argument(
+        "--question-types",
+        help="comma-separated question types to evaluate (object_rel_direction selects its three subtypes)",
+    )
+    parser.add_argument("--debiased", action="store_true", help="VSI-Bench-Debiased subset (2,362 questions)")
+    parser.add_argument("--prompt-profile", default="default", choices=sorted(vsibench.PROMPT_PROFILES))
+    parser.add_argument("--parser", default=vsibench.DEFAULT_PARSER, choices=vsibench.PARSERS, help="numerical answer parser")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    parser.add_argument("--attn-implementation", help="e.g. sdpa or flash_attention_2")
+    parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    return parser
+
+
+def _batches(items: list[dict], size: int) -> Iterator[list[dict]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _prefetched(batches: Iterator[list[dict]], load) -> Iterator[tuple[list[dict], list]]:
+    """Yield ``(batch, load(batch))`` while the next batch's frames are decoded in a background thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for batch in batches:
+            future = pool.submit(load, batch)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (batch, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
+def _parsed_answer(output: str, question_type: str, parser: str):
+    if question_type in vsibench.MCA_QUESTION_TYPES:
+        return vsibench.reduce_prediction(output)
+    if parser == "lmms-eval-2026":
+        value = vsibench.extract_number_2026(output)
+    else:
+        value = vsibench.parse_number(vsibench.reduce_prediction(output))
+    return value if value is None or math.isfinite(value) else repr(value)
+
+
+def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dict | None:
+    """Evaluate, resuming from ``args.output_dir``; returns the summary on the main process, else ``None``.
+
+    ``model``/``processor`` may be passed in already loaded (otherwise ``args.model`` is loaded);
+    ``state`` is an ``accelerate.PartialState`` (created if omitted) that gives rank and world size.
+    """
+    from tqdm.auto import tqdm
+
+    if state is None:
+        import torch
+        from accelerate import PartialState
+
+        # Without an accelerator, accelerate only detects a multi-process launch in CPU mode (gloo).
+        state = PartialState(cpu=not torch.cuda.is_available())
+    if args.num_frames < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
+        raise ValueError("--num-frames, --batch-size and --max-new-tokens must be >= 1")
+    output_dir = Path(args.output_dir)
+    video_root = Path(args.video_root) if args.video_root else (Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent)
+    question_types = [t.strip() for t in args.question_types.split(",") if t.strip()] if args.question_types else None
+
+    questions = select_questions(load_questions(args.data, debiased=args.debiased), question_types, args.limit)
+    config = {
+        "model": str(args.model),
+        "num_frames": args.num_frames,
+        "prompt_profile": args.prompt_profile,
+        "parser": args.parser,
+        "max_new_tokens": args.max_new_tokens,
+        "decoding": "greedy (do_sample=False, num_beams=1, repetition_penalty=1.0)",
+        "data": str(args.data),
+        "debiased": args.debiased,
+    }
+    _check_run_config(output_dir, config, state.is_main_process)
+    state.wait_for_everyone()
+
+    answered = read_predictions(output_dir)
+    state.wait_for_everyone()  # every rank sees the same answered set before anyone writes
+    todo = [q for q in questions if q["id"] not in answered]
+    for question in todo:  # fail now, not hours later
+        visual_path(question, video_root)
+    shard = todo[state.process_index :: state.num_processes]
+    if state.num_processes > 1:
+        predictions_file = output_dir / f"predictions.rank{state.process_index}.jsonl"
+    else:
+        predictions_file = output_dir / MERGED_PREDICTIONS_FILE
+
+    if shard:
+        if model is None or processor is None:
+            model, processor = load_model_and_processor(args.model, args.dtype, state.device, args.attn_implementation)
+
+        def load(batch):
+            return [load_frames(visual_path(q, video_root), args.num_frames) for q in batch]
+
+        progress = tqdm(
+            total=len(shard),
+            desc=f"VSI-Bench rank {state.process_index}" if state.num_processes > 1 else "VSI-Bench",
+            disable=args.no_progress or not state.is_local_main_process,
+        )
+        with PredictionWriter(predictions_file) as writer:
+            for batch, frames in _prefetched(_batches(shard, args.batch_size), load):
+                # Samples with different frame counts are generated separately (fixed V per sample).
+                groups = {}
+                for question, sample in zip(batch, frames):
+                    groups.setdefault(len(sample), []).append((question, sample))
+                for group in groups.values():
+                    prompts = [
+                        vsibench.build_prompt(q["question"], q["question_type"], q["options"], args.prompt_profile)
+                        for q, _ in group
+                    ]
+                    outputs = generate_answers(model, processor, [s for _, s in group], prompts, args.max_new_tokens)
+                    for (question, sample), prompt, output in zip(group, prompts, outputs):
+                        writer.write(
+                            {
+                                "id": question["id"],
+                                "question_type": question["question_type"],
+                                "dataset": question.get("dataset"),
+                                "scene_name": question.get("scene_name"),
+                                "num_frames": len(sample),
+                                "prompt": prompt,
+                                "output": output,
+                                "answer": _parsed_answer(output, question["question_type"], args.parser),
+                                "ground_truth": question["ground_truth"],
+                                "score": vsibench.score(
+                                    output,
+                                    question["ground_truth"],
+                                    question["question_type"],
+                                    question["options"],
+                                    args.parser,
+                                    question_id=question["id"],
+                                ),
+                            }
+                        )
+                    progress.update(len(group))
+        progress.close()
+
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    records = _merge_predictions(output_dir, [q["id"] for q in questions])
+    summary = summarize(records)
+    summary["config"] = config
+    subset = "VSI-Bench-Debiased" if args.debiased else "VSI-Bench"
+    title = f"{subset} | {Path(str(args.model)).name} | {args.num_frames} frames | {summary['num_questions']} questions"
+    summary["table"] = vsibench.format_table(summary["results"], title=title)
+    (output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    plot_results(summary["results"], output_dir / PLOT_FILE, title)
+    print(summary["table"])
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``eval/vsibench.py`` and the ``spa3r eval`` subcommand."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -22,3 +22,22 @@ __all__ = [
     "VGGTConfig",
     "VGGTModel",
 ]
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Spa3-VLM (Qwen2.5-VL + Spa3R): Auto classes in-process, and `auto_map` + copied module files for trust_remote_code.
+# ---------------------------------------------------------------------------------------------------------------------
+from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
+
+from .configuration_spa3_vlm import Spa3VLMConfig  # noqa: E402
+from .modeling_spa3_vlm import Spa3VLMForConditionalGeneration, Spa3VLMModel  # noqa: E402
+from .processing_spa3_vlm import Spa3VLMProcessor  # noqa: E402
+
+AutoConfig.register("spa3_vlm", Spa3VLMConfig, exist_ok=True)
+AutoModel.register(Spa3VLMConfig, Spa3VLMModel, exist_ok=True)
+AutoModelForImageTextToText.register(Spa3VLMConfig, Spa3VLMForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(Spa3VLMConfig, Spa3VLMProcessor, exist_ok=True)
+Spa3VLMConfig.register_for_auto_class()
+Spa3VLMForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+Spa3VLMProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ += ["Spa3VLMConfig", "Spa3VLMForConditionalGeneration", "Spa3VLMModel", "Spa3VLMProcessor"]

@@ -161,17 +161,16 @@ def _convert_dino_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 _DINOV3_RENAMES = [
     (r"^cls_token$", "embeddings.cls_token"),
-    (r"^mask_token$", "embeddings.mask_token"),
     (r"^storage_tokens$", "embeddings.register_tokens"),
     (r"^patch_embed\.proj\.", "embeddings.patch_embeddings."),
     (r"^rope_embed\.periods$", None),
-    (r"^blocks\.(\d+)\.norm1\.", r"layer.\1.norm1."),
-    (r"^blocks\.(\d+)\.norm2\.", r"layer.\1.norm2."),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"layer.\1.attention.o_proj."),
-    (r"^blocks\.(\d+)\.ls1\.gamma$", r"layer.\1.layer_scale1.lambda1"),
-    (r"^blocks\.(\d+)\.ls2\.gamma$", r"layer.\1.layer_scale2.lambda1"),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"layer.\1.mlp.up_proj."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layer.\1.mlp.down_proj."),
+    (r"^blocks\.(\d+)\.norm1\.", r"model.layer.\1.norm1."),
+    (r"^blocks\.(\d+)\.norm2\.", r"model.layer.\1.norm2."),
+    (r"^blocks\.(\d+)\.attn\.proj\.", r"model.layer.\1.attention.o_proj."),
+    (r"^blocks\.(\d+)\.ls1\.gamma$", r"model.layer.\1.layer_scale1.lambda1"),
+    (r"^blocks\.(\d+)\.ls2\.gamma$", r"model.layer.\1.layer_scale2.lambda1"),
+    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"model.layer.\1.mlp.up_proj."),
+    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"model.layer.\1.mlp.down_proj."),
     (r"^norm\.", "norm."),
 ]
 
@@ -184,9 +183,11 @@ def dinov3_hub_to_hf(key: str, tensor: torch.Tensor) -> list[tuple[str, torch.Te
         layer, kind = match.groups()
         q, k, v = tensor.chunk(3, dim=0)
         parts = [("q_proj", q), ("v_proj", v)] + ([("k_proj", k)] if kind == "weight" else [])
-        return [(f"layer.{layer}.attention.{name}.{kind}", t) for name, t in parts]
+        return [(f"model.layer.{layer}.attention.{name}.{kind}", t) for name, t in parts]
     if re.match(r"^blocks\.\d+\.attn\.qkv\.bias_mask$", key):
         return []
+    if key == "mask_token":
+        return [("embeddings.mask_token", tensor.reshape(1, 1, -1))]
     for pattern, replacement in _DINOV3_RENAMES:
         if re.match(pattern, key):
             return [] if replacement is None else [(re.sub(pattern, replacement, key), tensor)]

@@ -385,6 +385,13 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             self._keys_to_ignore_on_save = {f"{name}.{key}" for name, module in self.teachers().items() for key in module.state_dict()}
         self.post_init()
 
+    def train(self, mode: bool = True):
+        """Teachers stay in eval mode (DINOv3's RoPE augments positions randomly in training mode)."""
+        super().train(mode)
+        for teacher in self.teachers().values():
+            teacher.eval()
+        return self
+
     def teachers(self) -> dict[str, nn.Module]:
         """The frozen teacher modules by state-dict prefix."""
         modules = {"spa3r.aggregator": self.spa3r.aggregator, "camera_head": self.camera_head, "depth_head": self.depth_head}

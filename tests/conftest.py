@@ -1,5 +1,27 @@
 """Shared fixtures. Builders of tiny models live in tests/fixtures_*.py; fixtures expose them here."""
 
+import pytest
+import torch
+
+from .fixtures_spa3r import tiny_spa3r_config, tiny_vggt_config
+
+
+@pytest.fixture
+def spa3r_config():
+    return tiny_spa3r_config()
+
+
+@pytest.fixture
+def vggt_config():
+    return tiny_vggt_config()
+
+
+@pytest.fixture
+def images():
+    """(B=2, V=4, 3, H=28, W=42) random views in [0, 1]."""
+    return torch.rand(2, 4, 3, 28, 42, generator=torch.Generator().manual_seed(0))
+
+
 # ============================================================================================
 # VSI-Bench runner fixtures (issue #4): tiny offline Qwen2.5-VL checkpoint + VSI-format data.
 # Builders live in tests/fixtures_qwen.py.
@@ -21,3 +43,26 @@ def vsi_fixture_dir(tmp_path_factory):
     from .fixtures_qwen import write_vsi_fixture
 
     return write_vsi_fixture(tmp_path_factory.mktemp("vsibench"))
+
+
+# ============================================================================================
+# Spa3-VLM fixtures (issue #6): tiny offline Spa3-VLM + processor. Builders live in tests/fixtures_vlm.py.
+# ============================================================================================
+
+
+@pytest.fixture(scope="session")
+def spa3_vlm_processor():
+    from .fixtures_vlm import build_spa3_vlm_processor
+
+    return build_spa3_vlm_processor()
+
+
+@pytest.fixture(scope="session")
+def spa3_vlm_dir(tmp_path_factory, spa3_vlm_processor):
+    """Folder with a tiny random Spa3-VLM (adaptor randomised) and its processor, saved with save_pretrained."""
+    from .fixtures_vlm import build_tiny_spa3_vlm
+
+    directory = tmp_path_factory.mktemp("tiny_spa3_vlm")
+    build_tiny_spa3_vlm(spa3_vlm_processor.tokenizer).save_pretrained(directory)
+    spa3_vlm_processor.save_pretrained(directory)
+    return directory

@@ -246,3 +246,27 @@ def test_cli_with_two_processes_merges_ranks(tmp_path, tiny_qwen_dir, vsi_fixtur
     assert _lines(out / "predictions.jsonl") == _lines(tmp_path / "single" / "predictions.jsonl")
     assert json.loads((out / "results.json").read_text())["results"] == single["results"]
     assert "| Overall | Obj. Count |" in done.stdout
+
+
+def test_spa3_vlm_checkpoint_gets_geometry_inputs(tmp_path, monkeypatch, vsi_fixture_dir):
+    from tests.fixtures_vlm import build_spa3_vlm_processor, build_tiny_spa3_vlm
+
+    processor = build_spa3_vlm_processor()
+    build_tiny_spa3_vlm(processor.tokenizer).save_pretrained(tmp_path / "spa3")
+    processor.save_pretrained(tmp_path / "spa3")
+    model, processor = runner.load_model_and_processor(str(tmp_path / "spa3"))
+    assert type(model).__name__ == "Spa3VLMForConditionalGeneration"
+    seen = []
+    original = type(model).generate
+
+    def recording_generate(self, *a, **kw):
+        seen.append(tuple(kw["geometry_pixel_values"].shape))
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(type(model), "generate", recording_generate)
+    args = _args(tmp_path / "spa3", vsi_fixture_dir, tmp_path / "out", "--batch-size", "2", "--num-frames", "3")
+    summary = runner.run(args, model=model, processor=processor, state=PartialState())
+    assert len(seen) == 5 and all(shape[0] == 6 for shape in seen)  # 2 samples x 3 frames per call
+    records = _lines(tmp_path / "out" / "predictions.jsonl")
+    assert [r["id"] for r in records] == list(range(1, 11)) and all(r["num_frames"] == 3 for r in records)
+    assert summary["num_questions"] == 10

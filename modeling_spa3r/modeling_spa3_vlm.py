@@ -133,6 +133,7 @@ class Spa3VLMGeometryAdaptor(nn.Module):
         self.down_proj = nn.Linear(hidden_size, hidden_size // ratio)
         self.act = nn.GELU()
         self.up_proj = nn.Linear(hidden_size // ratio, hidden_size)
+        self.up_proj.zero_init = True  # read by `_init_weights`
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.up_proj(self.act(self.down_proj(hidden_states)))
@@ -172,11 +173,25 @@ class Spa3VLMPreTrainedModel(Qwen2_5_VLPreTrainedModel):
     ]
     _keys_to_ignore_on_load_unexpected = [_TRAINING_ONLY_PATTERN]
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.apply_geometry_freeze()  # loading re-creates parameters with requires_grad=True
+        return loaded
+
+    def apply_geometry_freeze(self) -> None:
+        """`requires_grad=False` on the Spa3R encoder when `config.freeze_geometry_encoder`."""
+        if self.config.freeze_geometry_encoder:
+            for module in self.modules():
+                if isinstance(module, Spa3RModel):
+                    module.requires_grad_(False)
+
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, Spa3VLMGeometryAdaptor):
-            init.zeros_(module.up_proj.weight)
-            init.zeros_(module.up_proj.bias)
+        if getattr(module, "zero_init", False):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
 
 
 def _scene_sizes(
@@ -211,8 +226,7 @@ class Spa3VLMModel(Spa3VLMPreTrainedModel, Qwen2_5_VLModel):
         self.rope_deltas = None  # cached for decoding, as in Qwen2.5-VL
         self.geometry_encoder = Spa3RModel(config.geometry_config)
         self.geometry_fusion = Spa3VLMGeometryFusion(config)
-        if config.freeze_geometry_encoder:
-            self.geometry_encoder.requires_grad_(False)
+        self.apply_geometry_freeze()
         self.post_init()
 
     def encode_geometry(self, scenes: list[torch.Tensor]) -> torch.Tensor:

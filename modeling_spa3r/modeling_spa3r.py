@@ -6,7 +6,6 @@ PRoPE decoder that predicts the teachers' feature fields of every view, and the 
 Notation: B batch, V views, Vc context views, H×W image, h×w patch grid, Np = h·w, A = 2C aggregated width.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,10 +23,12 @@ from .modeling_vggt import (
     CameraHead,
     DPTHead,
     Mlp,
+    context_first_order,
     init_vggt_module,
     patch_positions,
     run_camera_head,
     run_dpt_head,
+    select_views,
     validate_pixel_values,
 )
 
@@ -349,12 +350,6 @@ def validate_view_mask(view_mask: torch.Tensor, batch: int, num_views: int) -> N
         raise ValueError(f"every sample needs the same number of context views, got {num_context.tolist()}")
 
 
-def select_views(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-    """x (B, V, ...) and view indices (B, K) → (B, K, ...)."""
-    index = views.view(*views.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:])
-    return x.gather(1, index)
-
-
 def smooth_l1_and_cosine(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pred, target = pred.float(), target.float()
     cosine = (F.normalize(pred, dim=-1) * F.normalize(target, dim=-1)).sum(-1)
@@ -463,7 +458,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
                 f"got {tuple(semantic_targets.shape)}"
             )
         asymmetric = self.config.asymmetric_masking if asymmetric_masking is None else asymmetric_masking
-        context_views = torch.argsort(view_mask.int(), dim=1, stable=True)[:, : int((~view_mask[0]).sum())]
+        context_views = context_first_order(view_mask)[:, : int((~view_mask[0]).sum())]
         start = self.spa3r.aggregator.patch_start_idx
         keep = set(vggt.dpt_intermediate_layers) | {vggt.num_hidden_layers - 1}
 

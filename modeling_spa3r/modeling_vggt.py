@@ -107,51 +107,55 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class ViewSplitAttention:
-    """Global-attention rule of asymmetric masking: context queries see context keys; target queries see all keys.
+def context_first_order(view_mask: torch.Tensor) -> torch.Tensor:
+    """(B, S) view mask (True = target) → (B, S) view order with the context views first, each group in view order.
 
-    Built once per forward from a (B, S) view mask (True = target) with the same number of context views in every
-    sample. Runs two SDPA calls on gathered views instead of materialising a (S·P)×(S·P) mask.
+    Every sample must have the same number of context views.
+    """
+    num_context = (~view_mask).sum(dim=1)
+    if (num_context != num_context[0]).any():
+        raise ValueError(f"every sample needs the same number of context views, got {num_context.tolist()}")
+    return torch.argsort(view_mask.int(), dim=1, stable=True)
+
+
+def select_views(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """x (B, S, ...) and per-sample view indices (B, K) → (B, K, ...)."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], views]
+
+
+def dense_view_mask(view_mask: torch.Tensor, tokens_per_view: int) -> torch.Tensor:
+    """The (B, 1, S·P, S·P) boolean mask of the asymmetric rule (the official formulation; O(L²) memory)."""
+    allowed = view_mask[:, :, None] | ~view_mask[:, None, :]  # (B, S_query, S_key)
+    allowed = allowed.repeat_interleave(tokens_per_view, 1).repeat_interleave(tokens_per_view, 2)
+    return allowed[:, None]
+
+
+class ContextFirstAttention:
+    """Global attention under asymmetric masking: context queries see context keys, target queries see all keys.
+
+    The sequence is ordered with the tokens of all context views first, so the rule is two SDPA calls on
+    contiguous slices and no (S·P)×(S·P) mask is built.
     """
 
-    def __init__(self, view_mask: torch.Tensor, tokens_per_view: int, dense: bool = False):
-        batch, num_views = view_mask.shape
-        num_context = (~view_mask).sum(dim=1)
-        if (num_context != num_context[0]).any():
-            raise ValueError(f"every sample needs the same number of context views, got {num_context.tolist()}")
-        self.num_views = num_views
-        self.tokens_per_view = tokens_per_view
-        order = torch.argsort(view_mask.int(), dim=1, stable=True)  # context views first, in view order
-        self.context_views = order[:, : int(num_context[0])]  # (B, Sc)
-        self.target_views = order[:, int(num_context[0]) :]  # (B, St)
-        self.dense_mask = self.build_dense_mask(view_mask, tokens_per_view) if dense else None
-
-    @staticmethod
-    def build_dense_mask(view_mask: torch.Tensor, tokens_per_view: int) -> torch.Tensor:
-        """The (B, 1, S·P, S·P) boolean mask of the same rule (reference formulation; O(L²) memory)."""
-        allowed = view_mask[:, :, None] | ~view_mask[:, None, :]  # (B, S_query, S_key)
-        allowed = allowed.repeat_interleave(tokens_per_view, 1).repeat_interleave(tokens_per_view, 2)
-        return allowed[:, None]
-
-    def _gather(self, x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-        batch, heads, _, dim = x.shape
-        x = x.view(batch, heads, self.num_views, self.tokens_per_view, dim)
-        index = views[:, None, :, None, None].expand(-1, heads, -1, self.tokens_per_view, dim)
-        return x.gather(2, index).flatten(2, 3)
+    def __init__(self, num_context_tokens: int):
+        self.num_context_tokens = num_context_tokens
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q, k, v: (B, heads, S·P, d) → (B, heads, S·P, d)."""
-        if self.dense_mask is not None:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense_mask)
-        batch, heads, length, dim = q.shape
-        k_ctx, v_ctx = self._gather(k, self.context_views), self._gather(v, self.context_views)
-        out_ctx = F.scaled_dot_product_attention(self._gather(q, self.context_views), k_ctx, v_ctx)
-        out_tgt = F.scaled_dot_product_attention(self._gather(q, self.target_views), k, v)
-        out = torch.empty_like(q).view(batch, heads, self.num_views, self.tokens_per_view, dim)
-        for views, values in ((self.context_views, out_ctx), (self.target_views, out_tgt)):
-            index = views[:, None, :, None, None].expand(-1, heads, -1, self.tokens_per_view, dim)
-            out.scatter_(2, index, values.view(batch, heads, -1, self.tokens_per_view, dim))
-        return out.view(batch, heads, length, dim)
+        """q, k, v: (B, heads, L, d) → (B, heads, L, d)."""
+        n = self.num_context_tokens
+        context = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n])
+        target = F.scaled_dot_product_attention(q[:, :, n:], k, v)
+        return torch.cat((context, target), dim=2)
+
+
+class DenseMaskAttention:
+    """SDPA with an explicit boolean mask (reference formulation of the asymmetric rule)."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
 
 
 class Attention(nn.Module):
@@ -329,11 +333,12 @@ class Aggregator(nn.Module):
         images: torch.Tensor,
         view_mask: torch.Tensor | None = None,
         keep_layers: set[int] | None = None,
-        dense_view_mask: bool = False,
+        dense_view_mask_attention: bool = False,
     ) -> list[torch.Tensor | None]:
         """images (B, S, 3, H, W) in [0, 1] → list over layers of (B, S, P, 2C) (None for layers not in `keep_layers`).
 
-        `view_mask` (B, S), True = target view, turns on the asymmetric rule in every global attention.
+        `view_mask` (B, S), True = target view, turns on the asymmetric rule in every global attention (computed
+        mask-free; `dense_view_mask_attention` uses the official dense (S·P)×(S·P) mask instead, for reference).
         """
         batch, num_frames, _, height, width = images.shape
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
@@ -356,8 +361,17 @@ class Aggregator(nn.Module):
             )
         )  # (P, 2): specials at 0, patches shifted by +1
         positions_frame = frame_positions.expand(batch * num_frames, -1, -1)
-        positions_global = frame_positions.repeat(num_frames, 1).expand(batch, -1, -1)
-        attend = ViewSplitAttention(view_mask, tokens_per_frame, dense_view_mask) if view_mask is not None else None
+        positions_global = frame_positions.repeat(num_frames, 1).expand(batch, -1, -1)  # no frame index
+        attend = order = None
+        if view_mask is not None and dense_view_mask_attention:
+            attend = DenseMaskAttention(dense_view_mask(view_mask, tokens_per_frame))
+        elif view_mask is not None:
+            # frames are independent of their order except through the camera/register slots assigned above, so
+            # the frames are reordered context-first for the blocks and restored in the outputs
+            order = context_first_order(view_mask)
+            tokens = select_views(tokens.view(batch, num_frames, tokens_per_frame, dim), order).flatten(0, 1)
+            attend = ContextFirstAttention(int((~view_mask[0]).sum()) * tokens_per_frame)
+        restore = torch.argsort(order, dim=1) if order is not None else None
 
         outputs: list[torch.Tensor | None] = []
         for index, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
@@ -365,8 +379,11 @@ class Aggregator(nn.Module):
             frame_out = tokens.view(batch, num_frames, tokens_per_frame, dim)
             tokens = global_block(tokens.view(batch, num_frames * tokens_per_frame, dim), positions_global, attend)
             global_out = tokens.view(batch, num_frames, tokens_per_frame, dim)
-            keep = keep_layers is None or index in keep_layers
-            outputs.append(torch.cat((frame_out, global_out), dim=-1) if keep else None)
+            if keep_layers is None or index in keep_layers:
+                layer = torch.cat((frame_out, global_out), dim=-1)
+                outputs.append(select_views(layer, restore) if restore is not None else layer)
+            else:
+                outputs.append(None)
         return outputs
 
 

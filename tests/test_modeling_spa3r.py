@@ -8,7 +8,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel
 
-from modeling_spa3r import Spa3RConfig, Spa3RForPretraining, Spa3RModel, VGGTConfig, VGGTModel
+from modeling_spa3r import (
+    Spa3RConfig,
+    Spa3RForPretraining,
+    Spa3RModel,
+    VGGTConfig,
+    VGGTModel,
+)
 from modeling_spa3r.modeling_spa3r import sample_view_mask
 
 from .fixtures_spa3r import tiny_spa3r_config
@@ -81,7 +87,7 @@ def test_view_split_attention_equals_dense_mask(vggt_config, images):
     model = VGGTModel(vggt_config).eval()
     with torch.no_grad():
         split = model.aggregator(images, view_mask=VIEW_MASK)
-        dense = model.aggregator(images, view_mask=VIEW_MASK, dense_view_mask=True)
+        dense = model.aggregator(images, view_mask=VIEW_MASK, dense_view_mask_attention=True)
     for a, b in zip(split, dense):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

@@ -12,9 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeling_spa3r.convert import convert_spa3r_state_dict, match_state_dict, spa3r_config_from_reference
-from modeling_spa3r.modeling_spa3r import PRoPE, Spa3RForPretraining, Spa3RModel, camera_rays
-from modeling_spa3r.modeling_vggt import IMAGENET_MEAN, IMAGENET_STD, ViewSplitAttention, VGGTModel
+from modeling_spa3r.convert import (
+    convert_spa3r_state_dict,
+    match_state_dict,
+    spa3r_config_from_reference,
+)
+from modeling_spa3r.modeling_spa3r import (
+    PRoPE,
+    Spa3RForPretraining,
+    Spa3RModel,
+    camera_rays,
+)
+from modeling_spa3r.modeling_vggt import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VGGTModel,
+    dense_view_mask,
+)
 
 from .parity import PARITY_DIR, ReferenceSet, reference_sets
 
@@ -139,16 +153,16 @@ def check_vggt(ref: ReferenceSet, vggt: VGGTModel, images: torch.Tensor, view_ma
     if view_mask is None:
         return
     masked = vggt(images, view_mask=view_mask, output_aggregated_tokens=True).aggregated_tokens
-    dense = vggt.aggregator(images, view_mask=view_mask, dense_view_mask=True)
+    dense = vggt.aggregator(images, view_mask=view_mask, dense_view_mask_attention=True)
     for index, tokens in enumerate(masked):
         torch.testing.assert_close(tokens, dense[index], atol=1e-5, rtol=1e-5)  # split == dense formulation
         if ref.has(f"outputs.aggregator_masked.tokens.{index}"):
             ref.check(f"outputs.aggregator_masked.tokens.{index}", tokens)
     tokens_per_view = masked[-1].shape[2]
     if ref.has("outputs.aggregator_masked.global_attn_mask"):
-        ref.check("outputs.aggregator_masked.global_attn_mask", ViewSplitAttention.build_dense_mask(view_mask, tokens_per_view)[:, 0])
+        ref.check("outputs.aggregator_masked.global_attn_mask", dense_view_mask(view_mask, tokens_per_view)[:, 0])
     if ref.has("outputs.aggregator_masked.global_attn_mask_views"):
-        ref.check("outputs.aggregator_masked.global_attn_mask_views", ViewSplitAttention.build_dense_mask(view_mask, 1)[:, 0])
+        ref.check("outputs.aggregator_masked.global_attn_mask_views", dense_view_mask(view_mask, 1)[:, 0])
 
 
 def check_encoder(ref: ReferenceSet, encoder: Spa3RModel, images: torch.Tensor):

@@ -31,13 +31,15 @@ from modeling_spa3r.modeling_vggt import (
 )
 
 from .parity import PARITY_DIR, ReferenceSet, reference_sets
+from .parity_vlm import check_fusion_stages, check_vlm_set
 
 SPA3R_SETS = [s for s in reference_sets("spa3r_") if not s.endswith("_keys")]
 VLM_SETS = reference_sets("spa3_vlm_")
 
 NOT_COMPARED = {
     r"outputs\.spa3r\.loss_asym\d\.decoder_pos": "decoder positions are not used by PRoPE attention (no RoPE there)",
-    r"outputs\.vlm(_b0)?\..*": "Spa3-VLM fusion stages, checked by tests/test_parity_vlm.py",
+    r"outputs\.vlm\..*": "fusion of several scenes stacked the official way (cross-sample leakage, a defect we do not "
+    "reproduce); the per-scene stages vlm_b0.* and single-scene vlm.* are compared",
 }
 SPA3R_OWNED = r"(projection|query_embed|pose_tokenizer|encoder|decoder|heads|depth_prob)\."
 
@@ -330,6 +332,9 @@ def test_spa3r_reference_set(name):
     # Spa3RModel inside the pretraining model is the same encoder
     torch.testing.assert_close(pretraining.spa3r(images).latents, latents, atol=0, rtol=0)
 
+    if ref.outputs("outputs.vlm"):
+        ref.compared.update(check_fusion_stages(PARITY_DIR / f"{name}.json", PARITY_DIR / f"{name}.safetensors"))
+
     ref.compared.update(k for k in ref.tensors if k.startswith("inputs."))
     unchecked = [
         k
@@ -337,3 +342,11 @@ def test_spa3r_reference_set(name):
         if k.startswith("outputs.") and k not in ref.compared and not any(re.fullmatch(p, k) for p in NOT_COMPARED)
     ]
     assert not unchecked, f"{name}: reference outputs not compared: {unchecked}"
+
+
+@pytest.mark.parametrize("name", VLM_SETS)
+def test_spa3_vlm_reference_set(name):
+    """Official-layout Spa3-VLM directory: inputs_embeds, logits, loss, hidden states and greedy tokens; batch-2 rows
+    must equal each sample run alone (the official batch fusion mixes samples)."""
+    max_diff = check_vlm_set(PARITY_DIR / f"{name}.json", PARITY_DIR / f"{name}.safetensors", PARITY_DIR / f"{name}_hf")
+    assert any(key.endswith(".logits") for key in max_diff) and any(key.endswith("step_logits") for key in max_diff)

@@ -33,11 +33,19 @@ JPEG_QUALITY = 95
 
 
 class DataError(ValueError):
-    """A bad or missing input file; ``path`` is the file (or folder) at fault."""
+    """A bad or missing input file; ``path`` is the file (or folder) at fault.
 
-    def __init__(self, path, message: str):
-        self.path = Path(path)
-        super().__init__(f"{message}: {self.path}")
+    ``DataError(message_with_path)`` (one argument) is accepted too: torch's DataLoader re-creates a
+    worker's exception from its message alone, and this keeps the type across the process boundary.
+    """
+
+    def __init__(self, path, message: str | None = None):
+        if message is None:
+            self.path = None
+            super().__init__(str(path))
+        else:
+            self.path = Path(path)
+            super().__init__(f"{message}: {self.path}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,8 +35,6 @@ OBJECT_CLASSES = (
 SEMANTIC_CLASSES = ("unlabeled",) + STRUCTURE_CLASSES + OBJECT_CLASSES
 CLASS_INDEX = {name: i for i, name in enumerate(SEMANTIC_CLASSES)}
 
-#: Categories that can carry other objects on their top surface.
-SUPPORTS = ("table", "desk", "cabinet", "nightstand", "shelf", "bed", "sofa")
 #: Small categories placed on a support: category -> supports it may stand on.
 ON_TOP = {
     "tv": ("cabinet", "table", "desk"),

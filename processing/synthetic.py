@@ -3,64 +3,17 @@
     python processing/synthetic.py --scenes 20 --out data/synth --seed 0 [--width 320 --height 240 --frames 120]
     python processing/synthetic.py contact-sheet data/synth/scenes/<scene_name> --out sheet.png
 
-The same arguments give byte-identical outputs (whatever ``--workers`` is).
+Same as `spa3r synth ...`; the same arguments give byte-identical outputs (whatever ``--workers`` is).
 """
 
-from __future__ import annotations
-
-import argparse
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 if importlib.util.find_spec("modeling_spa3r") is None:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling_spa3r.data.contact_sheet import write_contact_sheet  # noqa: E402
-from modeling_spa3r.data.synthetic import SynthConfig, generate_dataset  # noqa: E402
-
-
-def _generate(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Generate a synthetic multi-view dataset with SynthVSI questions.")
-    parser.add_argument("--scenes", type=int, required=True, help="number of scenes over all splits")
-    parser.add_argument("--out", type=Path, required=True, help="output directory (also the VSI-Bench video root)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--width", type=int, default=SynthConfig.width)
-    parser.add_argument("--height", type=int, default=SynthConfig.height)
-    parser.add_argument("--frames", type=int, default=SynthConfig.frames, help="frames per scene")
-    parser.add_argument("--fps", type=int, default=SynthConfig.fps, help="video frame rate")
-    parser.add_argument("--min-objects", type=int, default=SynthConfig.min_objects)
-    parser.add_argument("--max-objects", type=int, default=SynthConfig.max_objects)
-    parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=1, help="parallel rendering processes")
-    parser.add_argument("--no-extras", action="store_true", help="skip semantic/ and normal/ maps")
-    args = parser.parse_args(argv)
-    config = SynthConfig(width=args.width, height=args.height, frames=args.frames, fps=args.fps,
-                         min_objects=args.min_objects, max_objects=args.max_objects, extras=not args.no_extras)
-    summary = generate_dataset(args.out, args.scenes, seed=args.seed, config=config, workers=args.workers,
-                               val_fraction=args.val_fraction, test_fraction=args.test_fraction)
-    print(json.dumps({"out": str(args.out), "questions": summary["questions"],
-                      "scenes": {k: len(v) for k, v in summary["splits"].items()}}))
-
-
-def _contact_sheet(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Write a contact-sheet PNG of one scene folder.")
-    parser.add_argument("scene", type=Path, help="scene folder (synthetic or ScanNet layout)")
-    parser.add_argument("--out", type=Path, required=True, help="PNG path")
-    parser.add_argument("--frames", type=int, default=6, help="frames shown")
-    args = parser.parse_args(argv)
-    print(write_contact_sheet(args.scene, args.out, num_frames=args.frames))
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "contact-sheet":
-        _contact_sheet(argv[1:])
-    else:
-        _generate(argv)
-
+from modeling_spa3r.data.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

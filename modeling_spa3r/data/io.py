@@ -102,7 +102,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3), H and W even -> planar BT.601 limited-range YUV 4:2:0 (H * 3 / 2, W) uint8.
+    """RGB uint8 (H, W, 3), H a multiple of 4 and W even -> planar BT.601 limited-range YUV 4:2:0 (H * 3 / 2, W) uint8.
 
     Done in numpy rather than by libswscale so the encoder input is exactly reproducible."""
     x = rgb.astype(np.float32)
@@ -125,12 +125,13 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, bits_per_pi
 
     The bytes depend only on the frames: libx264 was rejected because, measured with PyAV 18 /
     x264 core 165, its output for the same frames changes with what the process encoded before.
-    Odd frame sizes are cropped by one pixel (4:2:0 needs even dimensions).
+    Frames are cropped to a height that is a multiple of 4 and an even width (the planar 4:2:0 array PyAV takes
+    stacks each chroma plane as rows of full width).
     """
     import av
 
     height, width = frames[0].shape[:2]
-    height, width = height - height % 2, width - width % 2
+    height, width = height - height % 4, width - width % 2
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("mpeg4", rate=Fraction(fps, 1))

@@ -13,6 +13,11 @@ AutoConfig.register("vggt", VGGTConfig, exist_ok=True)
 AutoConfig.register("spa3r", Spa3RConfig, exist_ok=True)
 AutoModel.register(VGGTConfig, VGGTModel, exist_ok=True)
 AutoModel.register(Spa3RConfig, Spa3RModel, exist_ok=True)
+# saved configs get an `auto_map` (and the module files are copied) so Hub repos work with trust_remote_code=True
+VGGTConfig.register_for_auto_class()
+Spa3RConfig.register_for_auto_class()
+VGGTModel.register_for_auto_class("AutoModel")
+Spa3RModel.register_for_auto_class("AutoModel")
 
 __all__ = [
     "Spa3RConfig",

@@ -214,8 +214,6 @@ def test_full_size_configs_match_official_parameter_counts():
 
 def test_trust_remote_code_from_saved_directory(spa3r_config, images, tmp_path):
     model = Spa3RModel(spa3r_config).eval()
-    Spa3RConfig.register_for_auto_class()
-    Spa3RModel.register_for_auto_class("AutoModel")
     model.save_pretrained(tmp_path / "model")
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["auto_map"]["AutoModel"].endswith("Spa3RModel")

@@ -126,6 +126,10 @@ class Spa3RConfig(PreTrainedConfig):
         asymmetric_masking: one view-masked teacher pass (True, the paper) or a context pass plus a full pass (False,
             the released training config).
         save_teachers: keep the frozen teachers in `save_pretrained` checkpoints of the pretraining model.
+        train_backbone: train the VGGT aggregator with the rest (a small from-scratch backbone, e.g. on synthetic
+            scenes whose targets and cameras come from the batch); it is then no teacher and is always saved.
+        geometry_target_size: channels of the geometric target the `geo` head predicts; `None` = the aggregated
+            width 2C (the aggregator's features). Set it when geometry targets come from the batch.
     """
 
     model_type = "spa3r"
@@ -151,6 +155,8 @@ class Spa3RConfig(PreTrainedConfig):
     mask_ratio: float = 0.5
     asymmetric_masking: bool = True
     save_teachers: bool = True
+    train_backbone: bool = False
+    geometry_target_size: int | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

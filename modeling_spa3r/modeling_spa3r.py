@@ -7,11 +7,12 @@ Notation: B batch, V views, Vc context views, H×W image, h×w patch grid, Np = 
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_spa3r import Spa3RConfig
@@ -23,8 +24,8 @@ from .modeling_vggt import (
     CameraHead,
     DPTHead,
     Mlp,
+    VGGTPreTrainedModel,
     context_first_order,
-    init_vggt_module,
     patch_positions,
     run_camera_head,
     run_dpt_head,
@@ -247,36 +248,32 @@ class Spa3RForPretrainingOutput(ModelOutput):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class Spa3RPreTrainedModel(PreTrainedModel):
+class Spa3RPreTrainedModel(VGGTPreTrainedModel):
     config_class = Spa3RConfig
     base_model_prefix = "spa3r"
-    main_input_name = "pixel_values"
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["Block"]
-    _supports_sdpa = True
 
     def _init_weights(self, module):
-        init_vggt_module(module, self.config.initializer_range)
+        super()._init_weights(module)
         if isinstance(module, Spa3RTransformer):
             nn.init.normal_(module.register_tokens, std=1e-6)
 
 
 class Spa3RModel(Spa3RPreTrainedModel):
-    """Frozen VGGT aggregator → projection → learnable queries + encoder → latent (B, Q, D)."""
+    """VGGT aggregator (frozen unless `config.train_backbone`) → projection → queries + encoder → latent (B, Q, D)."""
 
     def __init__(self, config: Spa3RConfig):
         super().__init__(config)
         vggt = config.vggt_config
         self.aggregator = Aggregator(vggt)
-        self.aggregator.requires_grad_(False)
+        self.aggregator.requires_grad_(config.train_backbone)
         self.projection = nn.Linear(vggt.aggregated_size, config.hidden_size)
         self.query_embed = nn.Embedding(config.num_queries, config.hidden_size)
         self.encoder = Spa3RTransformer(config, config.num_encoder_layers, rope=True)
         self.post_init()
 
     def aggregate(self, pixel_values: torch.Tensor, view_mask=None, keep_layers=None) -> list:
-        """Frozen aggregator pass (no gradients) → per-layer tokens (B, V, P, A)."""
-        with torch.no_grad():
+        """Aggregator pass (gradients only with `config.train_backbone`) → per-layer tokens (B, V, P, A)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.train_backbone):
             return self.aggregator(pixel_values, view_mask=view_mask, keep_layers=keep_layers)
 
     def encode(self, features: torch.Tensor, grid_hw: tuple[int, int], output_hidden_states: bool = False) -> Spa3RModelOutput:
@@ -369,7 +366,8 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         self.depth_head = DPTHead(vggt, output_dim=2, activation="exp")
         self.pose_tokenizer = nn.Linear(3, dim)
         self.decoder = Spa3RTransformer(config, config.num_decoder_layers, rope=False)
-        self.heads = nn.ModuleDict({"geo": Mlp(dim, hidden, vggt.aggregated_size), "sem": Mlp(dim, hidden, config.semantic_size)})
+        geometry_size = config.geometry_target_size or vggt.aggregated_size
+        self.heads = nn.ModuleDict({"geo": Mlp(dim, hidden, geometry_size), "sem": Mlp(dim, hidden, config.semantic_size)})
         self.depth_prob = Mlp(dim, hidden, 1)
         self.semantic_teacher = (
             SemanticTeacher(config.semantic_teacher_config) if config.semantic_teacher_config is not None else None
@@ -378,6 +376,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             teacher.requires_grad_(False)
         if not config.save_teachers:
             self._keys_to_ignore_on_save = {f"{name}.{key}" for name, module in self.teachers().items() for key in module.state_dict()}
+            self._keys_to_ignore_on_load_missing = [rf"^{name.replace('.', '[.]')}[.]" for name in self.teachers()]
         self.post_init()
 
     def train(self, mode: bool = True):
@@ -388,11 +387,39 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         return self
 
     def teachers(self) -> dict[str, nn.Module]:
-        """The frozen teacher modules by state-dict prefix."""
-        modules = {"spa3r.aggregator": self.spa3r.aggregator, "camera_head": self.camera_head, "depth_head": self.depth_head}
+        """The frozen teacher modules by state-dict prefix (the aggregator is one unless `config.train_backbone`)."""
+        modules = {} if self.config.train_backbone else {"spa3r.aggregator": self.spa3r.aggregator}
+        modules.update(camera_head=self.camera_head, depth_head=self.depth_head)
         if self.semantic_teacher is not None:
             modules["semantic_teacher"] = self.semantic_teacher
         return modules
+
+    def load_teachers(self, path) -> list[str]:
+        """
+        Load the frozen teachers from a checkpoint that holds them (a directory with `model.safetensors` or sharded
+        `*.safetensors`, or one file), e.g. a converted Spa3R / VGGT pretraining checkpoint saved with teachers.
+        Every teacher found must be complete; returns the prefixes of the teachers loaded.
+        """
+        path = Path(path)
+        files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() for f in files):
+            raise FileNotFoundError(f"no safetensors weights at {path}")
+        state = {}
+        for file in files:
+            state.update(load_file(str(file)))
+        loaded = []
+        for name, module in self.teachers().items():
+            own = {key[len(name) + 1 :]: value for key, value in state.items() if key.startswith(name + ".")}
+            if not own:
+                continue
+            missing = sorted(set(module.state_dict()) - set(own))
+            if missing:
+                raise ValueError(f"teacher {name} in {path} is incomplete: {len(missing)} missing keys, e.g. {missing[:3]}")
+            module.load_state_dict(own, strict=True)
+            loaded.append(name)
+        if not loaded:
+            raise ValueError(f"{path} holds none of the teachers {sorted(self.teachers())}")
+        return loaded
 
     def semantic_targets(self, pixel_values: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """DINOv3 patch features of every view on the aggregator's patch grid → (B, V, Np, Cs)."""
@@ -432,6 +459,10 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         pixel_values: torch.Tensor,
         view_mask: torch.Tensor | None = None,
         semantic_targets: torch.Tensor | None = None,
+        geometry_targets: torch.Tensor | None = None,
+        depth_targets: torch.Tensor | None = None,
+        extrinsics: torch.Tensor | None = None,
+        intrinsics: torch.Tensor | None = None,
         asymmetric_masking: bool | None = None,
         return_loss: bool = True,
         output_hidden_states: bool | None = None,
@@ -441,7 +472,11 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         """
         pixel_values: (B, V, 3, H, W) in [0, 1], V ≥ 2.
         view_mask: (B, V) bool, True = target; sampled with `config.mask_ratio` when omitted.
-        semantic_targets: (B, V, h·w, Cs) precomputed semantic teacher features (skips the DINOv3 pass).
+        semantic_targets: (B, V, h·w, Cs) semantic target fields (skips the DINOv3 pass).
+        geometry_targets: (B, V, h·w, Cg) geometric target fields (instead of the aggregator's features).
+        depth_targets: (B, V, h·w, 1) depth at patch resolution (skips the DPT depth head).
+        extrinsics / intrinsics: (B, V, 3, 4) world→camera and (B, V, 3, 3) pixels, e.g. ground-truth poses (skip
+            the camera head); both or neither.
         asymmetric_masking: overrides `config.asymmetric_masking`.
         """
         vggt = self.config.vggt_config
@@ -452,32 +487,48 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         if view_mask is None:
             view_mask = sample_view_mask(batch, num_views, self.config.mask_ratio, device=pixel_values.device)
         validate_view_mask(view_mask, batch, num_views)
-        if semantic_targets is not None and semantic_targets.shape[:3] != (batch, num_views, num_patches):
+        targets = {"semantic_targets": semantic_targets, "geometry_targets": geometry_targets, "depth_targets": depth_targets}
+        for name, target in targets.items():
+            if target is not None and (target.ndim != 4 or target.shape[:3] != (batch, num_views, num_patches)):
+                raise ValueError(
+                    f"{name} must be (B, V, h*w, C) = ({batch}, {num_views}, {num_patches}, C), got {tuple(target.shape)}"
+                )
+        if (extrinsics is None) != (intrinsics is None):
+            raise ValueError("pass both extrinsics and intrinsics (ground-truth cameras) or neither")
+        if extrinsics is not None and (
+            extrinsics.shape != (batch, num_views, 3, 4) or intrinsics.shape != (batch, num_views, 3, 3)
+        ):
             raise ValueError(
-                f"semantic_targets must be (B, V, h*w, C) = ({batch}, {num_views}, {num_patches}, C), "
-                f"got {tuple(semantic_targets.shape)}"
+                f"extrinsics / intrinsics must be ({batch}, {num_views}, 3, 4) / ({batch}, {num_views}, 3, 3), got "
+                f"{tuple(extrinsics.shape)} / {tuple(intrinsics.shape)}"
             )
         asymmetric = self.config.asymmetric_masking if asymmetric_masking is None else asymmetric_masking
         context_views = context_first_order(view_mask)[:, : int((~view_mask[0]).sum())]
         start = self.spa3r.aggregator.patch_start_idx
-        keep = set(vggt.dpt_intermediate_layers) | {vggt.num_hidden_layers - 1}
+        last_layer = vggt.num_hidden_layers - 1
+        keep = {last_layer} if depth_targets is not None else set(vggt.dpt_intermediate_layers) | {last_layer}
+        needs_full_pass = geometry_targets is None or depth_targets is None or extrinsics is None
 
-        # frozen teachers
+        # aggregator (a frozen teacher unless config.train_backbone) and frozen teachers
+        tokens = None
         if asymmetric:
             tokens = self.spa3r.aggregate(pixel_values, view_mask=view_mask, keep_layers=keep)
-            target_geo = tokens[-1][:, :, start:]
-            context_features = select_views(target_geo, context_views)
+            context_features = select_views(tokens[-1][:, :, start:], context_views)
         else:
             context_images = select_views(pixel_values, context_views)
-            context_tokens = self.spa3r.aggregate(context_images, keep_layers={vggt.num_hidden_layers - 1})
+            context_tokens = self.spa3r.aggregate(context_images, keep_layers={last_layer})
             context_features = context_tokens[-1][:, :, start:]
-            tokens = self.spa3r.aggregate(pixel_values, keep_layers=keep)
-            target_geo = tokens[-1][:, :, start:]
+            if needs_full_pass:
+                tokens = self.spa3r.aggregate(pixel_values, keep_layers=keep)
+        pose_encodings = None
         with torch.no_grad():
-            pose_encodings, extrinsics, intrinsics = run_camera_head(self.camera_head, tokens[-1], image_size_hw)
-            depth, _ = run_dpt_head(self.depth_head, tokens, start, image_size_hw)  # (B, V, H, W, 1)
-            target_depth = F.interpolate(depth.flatten(0, 1).permute(0, 3, 1, 2), grid_hw, mode="nearest")
-            target_depth = target_depth.flatten(2).transpose(1, 2).reshape(batch, num_views, num_patches, 1)
+            target_geo = geometry_targets if geometry_targets is not None else tokens[-1][:, :, start:].detach()
+            if extrinsics is None:
+                pose_encodings, extrinsics, intrinsics = run_camera_head(self.camera_head, tokens[-1].detach(), image_size_hw)
+            if depth_targets is None:
+                depth, _ = run_dpt_head(self.depth_head, [t.detach() for t in tokens], start, image_size_hw)
+                depth_targets = F.interpolate(depth.flatten(0, 1).permute(0, 3, 1, 2), grid_hw, mode="nearest")
+                depth_targets = depth_targets.flatten(2).transpose(1, 2).reshape(batch, num_views, num_patches, 1)
             if semantic_targets is None:
                 semantic_targets = self.semantic_targets(pixel_values, grid_hw)
 
@@ -494,7 +545,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         if return_loss:
             geo_l1, geo_cos = smooth_l1_and_cosine(pred_geo, target_geo)
             sem_l1, sem_cos = smooth_l1_and_cosine(pred_sem, semantic_targets)
-            depth_loss = F.smooth_l1_loss(pred_depth.float(), target_depth.float())
+            depth_loss = F.smooth_l1_loss(pred_depth.float(), depth_targets.float())
             losses = {"geo/l1": geo_l1, "geo/cos": geo_cos, "sem/l1": sem_l1, "sem/cos": sem_cos, "depth_prob": depth_loss}
             loss = sum(losses.values())
         return Spa3RForPretrainingOutput(
@@ -509,10 +560,10 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             pred_depth=pred_depth,
             target_geo=target_geo,
             target_sem=semantic_targets,
-            target_depth=target_depth,
+            target_depth=depth_targets,
             context_features=context_features,
             decoder_output=decoder_output,
-            pose_encodings=tuple(pose_encodings),
+            pose_encodings=tuple(pose_encodings) if pose_encodings is not None else None,
             encoder_hidden_states=encoded.hidden_states,
             decoder_hidden_states=decoder_hidden,
         )

@@ -12,7 +12,6 @@ unknown, missing or mis-shaped is reported by name.
 """
 
 import argparse
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,7 +229,7 @@ def spa3r_config_from_reference(spec: dict) -> Spa3RConfig:
         dpt_frames_chunk_size=depth.get("frames_chunk_size", 8),
         use_point_head="point_head" in spec,
     )
-    encoder, decoder = spa3r["encoder"], spa3r["decoder"]
+    encoder = spa3r["encoder"]
     semantic_size = spec["dino_stub"]["embed_dim"] if "dino_stub" in spec else 1024
     return Spa3RConfig(
         vggt_config=vggt,

@@ -66,3 +66,26 @@ def spa3_vlm_dir(tmp_path_factory, spa3_vlm_processor):
     build_tiny_spa3_vlm(spa3_vlm_processor.tokenizer).save_pretrained(directory)
     spa3_vlm_processor.save_pretrained(directory)
     return directory
+
+
+# ============================================================================================
+# Inference / visualisation / app fixtures (issue #7). Builders live in tests/fixtures_apps.py.
+# ============================================================================================
+
+
+@pytest.fixture(scope="session")
+def spa3r_pretraining_dir(tmp_path_factory):
+    """Folder with a tiny random Spa3RForPretraining (DINOv3 teacher included) for 56-pixel-wide views."""
+    from .fixtures_apps import build_tiny_spa3r_pretraining
+
+    directory = tmp_path_factory.mktemp("tiny_spa3r_pretraining")
+    build_tiny_spa3r_pretraining().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def scene_pictures(tmp_path_factory):
+    """Four 64x48 pictures with smooth structures (paths, in order)."""
+    from .fixtures_apps import write_pictures
+
+    return write_pictures(tmp_path_factory.mktemp("scene"), 4)

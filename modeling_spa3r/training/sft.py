@@ -1,0 +1,276 @@
+"""Spa3-VLM supervised fine-tuning on TRL's `SFTTrainer`.
+
+    python training/sft.py --preset spa3-vlm-sft-cpu --model_name_or_path runs/tiny-vlm \
+        --train_file data/synth/sft/synthvsi_train_sft.json --media_root data/synth --output_dir runs/sft
+    accelerate launch --config_file configuration/accelerate/8gpu_zero2.yaml training/sft.py --preset spa3-vlm-sft \
+        --qwen_model_path Qwen/Qwen2.5-VL-3B-Instruct --spa3r_model_path runs/spa3r-base ...
+
+Data: VSI-590K-style conversation files (JSON list or JSONL; records with `video` (file or frame folder) and/or
+`image(s)` relative to `media_root`, and `conversations` of `{"from": "human"|"gpt", "value": ...}` turns with
+`<video>` / `<image>` placeholders). Videos become frames (about `fps` per second, `min_frames`..`max_frames`);
+every frame is an image for Qwen and a view of the sample's scene for Spa3R. Loss on assistant tokens only.
+"""
+
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from PIL import Image
+from trl import SFTConfig, SFTTrainer
+
+from ..modeling_spa3_vlm import Spa3VLMForConditionalGeneration
+from ..processing_spa3_vlm import Spa3VLMProcessor, load_video_frames
+from .presets import parse_arguments
+
+logger = logging.getLogger(__name__)
+
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+PLACEHOLDER = re.compile(r"<video>|<image>")
+#: Qwen2.5-VL merges 2×2 patches of 14 pixels into one visual token.
+PIXELS_PER_VISUAL_TOKEN = 28 * 28
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Spa3-VLM checkpoint (ours or official)"})
+    qwen_model_path: str | None = field(default=None, metadata={"help": "base Qwen2.5-VL directory (with spa3r)"})
+    spa3r_model_path: str | None = field(default=None, metadata={"help": "Spa3R directory (with qwen_model_path)"})
+    processor_name_or_path: str | None = field(default=None, metadata={"help": "default: the model / Qwen path"})
+    train_llm: bool = field(default=True, metadata={"help": "train the language model (and lm_head)"})
+    train_adapter: bool = field(default=True, metadata={"help": "train the geometry fusion adapter"})
+    train_vision_tower: bool = field(default=False, metadata={"help": "train Qwen's vision blocks"})
+    train_merger: bool = field(default=False, metadata={"help": "train Qwen's patch merger"})
+    train_geometry_encoder: bool = field(default=False, metadata={"help": "train Spa3R"})
+    use_lora: bool = field(default=False, metadata={"help": "LoRA on the language model (PEFT); adapter in full"})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = field(
+        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        metadata={"help": "regex of the LoRA-wrapped Linear layers"},
+    )
+
+
+@dataclass
+class DataArguments:
+    train_file: list[str] = field(default_factory=list, metadata={"help": "VSI-590K-style JSON/JSONL files"})
+    eval_file: list[str] | None = field(default=None, metadata={"help": "conversation files for evaluation"})
+    media_root: str | None = field(default=None, metadata={"help": "folder the video/image paths are relative to"})
+    fps: float = field(default=0.5, metadata={"help": "frames sampled per second of video (about 1 per 2 s)"})
+    min_frames: int = 4
+    max_frames: int = 8
+    frame_folder_fps: float | None = field(
+        default=None, metadata={"help": "frame rate of frame folders (None: max_frames frames uniformly)"}
+    )
+    max_visual_tokens_per_frame: int = field(default=576, metadata={"help": "caps Qwen's pixels per frame"})
+
+
+def read_records(path: str) -> list[dict]:
+    """Records of a JSON list or JSONL file, checked for `conversations`."""
+    text = Path(path).read_text()
+    try:
+        if path.endswith(".jsonl"):
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON/JSONL: {error}") from error
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"{path} must hold a non-empty list of conversation records")
+    for index, record in enumerate(records):
+        turns = record.get("conversations") if isinstance(record, dict) else None
+        if not turns or not all(isinstance(t, dict) and t.get("from") in ROLES and "value" in t for t in turns):
+            raise ValueError(
+                f"{path} record {index}: needs 'conversations', a list of {{'from': human|gpt|system, 'value': ...}}"
+            )
+        if not any(ROLES[t["from"]] == "assistant" for t in turns):
+            raise ValueError(f"{path} record {index}: no assistant ('gpt') turn to learn from")
+    return records
+
+
+class ConversationSamples:
+    """VSI-590K-style records → TRL conversational vision samples `{"messages": [...], "images": [...]}`."""
+
+    def __init__(self, files: list[str], media_root: str | None, sampling: dict):
+        self.records = [record for path in files for record in read_records(path)]
+        self.media_root = Path(media_root) if media_root else None
+        self.sampling = sampling
+        for index, record in enumerate(self.records):
+            for media in self._media(record):
+                if not self._path(media).exists():
+                    raise FileNotFoundError(f"record {index} ({record.get('id', '?')}): media {self._path(media)} not found")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def dataset(self) -> datasets.Dataset:
+        """A `datasets.Dataset` of record indices whose rows decode lazily (frames are read when a row is accessed)."""
+        table = datasets.Dataset.from_dict({"record_index": list(range(len(self.records)))})
+        table.set_transform(self._decode_rows)
+        return table
+
+    def _decode_rows(self, rows: dict) -> dict:
+        samples = [self[index] for index in rows["record_index"]]
+        return {"messages": [s["messages"] for s in samples], "images": [s["images"] for s in samples]}
+
+    def _path(self, relative: str) -> Path:
+        return self.media_root / relative if self.media_root else Path(relative)
+
+    @staticmethod
+    def _media(record: dict) -> list[str]:
+        images = record.get("images", record.get("image", []))
+        images = [images] if isinstance(images, str) else list(images)
+        return ([record["video"]] if record.get("video") else []) + images
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        images = record.get("images", record.get("image", []))
+        pending = {"<image>": [self._path(p) for p in ([images] if isinstance(images, str) else images)]}
+        pending["<video>"] = [self._path(record["video"])] if record.get("video") else []
+        frames, messages = [], []
+        for turn in record["conversations"]:
+            content, last = [], 0
+            for match in PLACEHOLDER.finditer(turn["value"]):
+                content += _text(turn["value"][last : match.start()])
+                last = match.end()
+                if not pending[match.group()]:
+                    raise ValueError(f"record {index}: more {match.group()} placeholders than media")
+                media = pending[match.group()].pop(0)
+                loaded = self._frames(media) if match.group() == "<video>" else [Image.open(media).convert("RGB")]
+                frames += loaded
+                content += [{"type": "image"} for _ in loaded]
+            content += _text(turn["value"][last:])
+            messages.append({"role": ROLES[turn["from"]], "content": content})
+        if any(pending.values()):
+            raise ValueError(f"record {index}: media without a <video>/<image> placeholder in the conversation")
+        return {"messages": messages, "images": frames}
+
+    def _frames(self, path: Path) -> list[Image.Image]:
+        sampling = dict(self.sampling)
+        if path.is_dir():
+            if sampling.pop("frame_folder_fps") is None:
+                sampling.update(fps=None, num_frames=sampling["max_frames"])
+            else:
+                sampling["video_fps"] = self.sampling["frame_folder_fps"]
+        return load_video_frames(str(path), sampling)
+
+
+def _text(text: str) -> list[dict]:
+    text = text.strip("\n")
+    return [{"type": "text", "text": text}] if text else []
+
+
+def build_model(args: ModelArguments) -> Spa3VLMForConditionalGeneration:
+    if args.model_name_or_path and (args.qwen_model_path or args.spa3r_model_path):
+        raise ValueError("pass either --model_name_or_path or --qwen_model_path with --spa3r_model_path, not both")
+    if args.model_name_or_path:
+        return Spa3VLMForConditionalGeneration.from_pretrained(args.model_name_or_path)
+    if args.qwen_model_path and args.spa3r_model_path:
+        return Spa3VLMForConditionalGeneration.from_qwen_and_spa3r(args.qwen_model_path, args.spa3r_model_path)
+    raise ValueError("no model: pass --model_name_or_path, or --qwen_model_path and --spa3r_model_path")
+
+
+def set_trainable(model: Spa3VLMForConditionalGeneration, args: ModelArguments) -> dict[str, int]:
+    """requires_grad per part; returns trainable parameter counts per part."""
+    core = model.model
+    parts = {
+        "llm": ([core.language_model, model.lm_head], args.train_llm and not args.use_lora),
+        "adapter": ([core.geometry_fusion], args.train_adapter),
+        "vision_tower": ([core.visual], args.train_vision_tower),
+        "merger": ([core.visual.merger], args.train_merger),
+        "geometry_encoder": ([core.geometry_encoder], args.train_geometry_encoder),
+    }
+    for modules, trainable in parts.values():
+        for module in modules:
+            module.requires_grad_(trainable)
+    model.config.freeze_geometry_encoder = not args.train_geometry_encoder
+    counts = {name: sum(p.numel() for m in ms for p in m.parameters() if p.requires_grad) for name, (ms, _) in parts.items()}
+    if not any(counts.values()) and not args.use_lora:
+        raise ValueError("nothing to train: every part is frozen (see --train_llm, --train_adapter, ...)")
+    return counts
+
+
+def lora_config(args: ModelArguments):
+    from peft import LoraConfig
+
+    modules_to_save = (["geometry_fusion"] if args.train_adapter else []) + (
+        ["geometry_encoder"] if args.train_geometry_encoder else []
+    )
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_target_modules,
+        modules_to_save=modules_to_save or None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_processor(model_args: ModelArguments, data_args: DataArguments) -> Spa3VLMProcessor:
+    path = model_args.processor_name_or_path or model_args.model_name_or_path or model_args.qwen_model_path
+    processor = Spa3VLMProcessor.from_pretrained(path)
+    max_pixels = data_args.max_visual_tokens_per_frame * PIXELS_PER_VISUAL_TOKEN
+    size = processor.image_processor.size  # Qwen's pixel budget per image: size.longest_edge (in pixels)
+    if size.shortest_edge is not None and size.shortest_edge > max_pixels:
+        raise ValueError(f"max_visual_tokens_per_frame gives {max_pixels} pixels, below the processor's minimum {size.shortest_edge}")
+    size.longest_edge = max_pixels
+    processor.max_frames = max(processor.max_frames, data_args.max_frames)
+    return processor
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run SFT; returns the training metrics."""
+    model_args, data_args, training_args = parse_arguments(
+        (ModelArguments, DataArguments, SFTConfig), argv, "Spa3-VLM supervised fine-tuning (TRL SFTTrainer)."
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    if not data_args.train_file:
+        raise ValueError("no training data: pass --train_file FILE.json[l] (VSI-590K style) and --media_root")
+    if not 1 <= data_args.min_frames <= data_args.max_frames:
+        raise ValueError(f"need 1 <= min_frames <= max_frames, got {data_args.min_frames}, {data_args.max_frames}")
+    sampling = {
+        "num_frames": None,
+        "fps": data_args.fps,
+        "min_frames": data_args.min_frames,
+        "max_frames": data_args.max_frames,
+        "frame_folder_fps": data_args.frame_folder_fps,
+    }
+    train = ConversationSamples(data_args.train_file, data_args.media_root, sampling).dataset()
+    evaluation = None
+    if data_args.eval_file:
+        evaluation = ConversationSamples(data_args.eval_file, data_args.media_root, sampling).dataset()
+    training_args.remove_unused_columns = False  # rows are decoded from `record_index` on access
+    model = build_model(model_args)
+    counts = set_trainable(model, model_args)
+    logger.info("trainable parameters per part (before LoRA): %s", counts)
+    processor = build_processor(model_args, data_args)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=processor,
+        peft_config=lora_config(model_args) if model_args.use_lora else None,
+    )
+    resume = training_args.resume_from_checkpoint
+    if resume == "last":
+        resume = os.path.isdir(training_args.output_dir) and any(
+            name.startswith("checkpoint-") for name in os.listdir(training_args.output_dir)
+        )
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    trainer.save_model()
+    processor.save_pretrained(training_args.output_dir)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {**result.metrics, "steps": trainer.state.global_step, "losses": losses}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -143,6 +143,22 @@ def feature_field_figure(
     return cosines["field"]
 
 
+def field_figure(field, out_path, images=None, grid_hw=None, row_title: str = "features", title: str | None = None) -> None:
+    """
+    One feature field (V, h, w, C) or (V, h·w, C) with `grid_hw`, projected to RGB with one PCA over all its views,
+    under the views themselves when `images` are given: a column per view.
+    """
+    field = as_grid(field, grid_hw)
+    rows = []
+    if images is not None:
+        pictures = [_picture(image) for image in images]
+        if len(pictures) != field.shape[0]:
+            raise ValueError(f"{len(pictures)} images given for {field.shape[0]} views")
+        rows.append(("input view", pictures, None))
+    rows.append((row_title, shared_pca_rgb([field])[0], None))
+    _draw(rows, [f"view {i}" for i in range(field.shape[0])], out_path, title or f"{row_title} (PCA to RGB, shared over views)")
+
+
 def _draw(rows: list, column_titles: list[str], out_path, title: str | None) -> None:
     import matplotlib
 

@@ -199,6 +199,13 @@ class Spa3VLMProcessor(Qwen2_5_VLProcessor):
         if text is None:
             raise ValueError("Spa3VLMProcessor needs text with one image/video placeholder per image/video")
         texts = [text] if isinstance(text, str) else list(text)
+        if images is not None and len(texts) == 1 and not re.search(
+            re.escape(self.image_token) + "|" + re.escape(self.video_token), texts[0]
+        ):
+            # a bare question with images (e.g. the image-text-to-text pipeline): the images come first, one block each
+            count = len(images) if isinstance(images, (list, tuple)) else 1
+            texts = ["<|vision_start|>" + self.image_token + "<|vision_end|>"] * count + texts[:1]
+            texts = ["".join(texts)]
         per_sample_images = self._group(images, texts, self.image_token, "image")
         per_sample_videos = self._group(videos, texts, self.video_token, "video")
 

@@ -52,6 +52,13 @@ def test_pipeline_images_and_text(pipe, spa3_vlm_dir, frames):
     assert out[0]["generated_text"] == reference
 
 
+def test_pipeline_bare_question_puts_the_images_first(pipe, frames):
+    """`pipe(images=frames, text=question)` with no placeholder: one image block per frame is put before the text."""
+    bare = pipe(images=frames, text=QUESTION, max_new_tokens=6, return_full_text=False)
+    explicit = pipe(images=frames, text=PLACEHOLDER * len(frames) + QUESTION, max_new_tokens=6, return_full_text=False)
+    assert bare[0]["generated_text"] == explicit[0]["generated_text"]
+
+
 def test_pipeline_remote_code_in_fresh_process(spa3_vlm_dir, tmp_path, frames, expected):
     """From the saved folder alone (copied module files), as a Hub user would run it."""
     import json

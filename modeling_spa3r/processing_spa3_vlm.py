@@ -160,6 +160,8 @@ class Spa3VLMProcessor(Qwen2_5_VLProcessor):
         num_frames: frames sampled uniformly from a video when no `fps` is given (evaluation protocol: 32).
         fps: sample about this many frames per second instead (SFT recipe: 0.5, min 4, max 8).
         min_frames / max_frames: bounds of fps sampling; `max_frames` is also the most views a sample may have.
+        use_geometry: emit the Spa3R inputs; `False` gives the same Qwen inputs without geometry (an ablation: the
+            model then runs as its base Qwen2.5-VL).
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class Spa3VLMProcessor(Qwen2_5_VLProcessor):
         fps: float | None = None,
         min_frames: int = 4,
         max_frames: int = 32,
+        use_geometry: bool = True,
         **kwargs,
     ):
         if geometry_size % 14:
@@ -181,6 +184,7 @@ class Spa3VLMProcessor(Qwen2_5_VLProcessor):
         self.fps = fps
         self.min_frames = min_frames
         self.max_frames = max_frames
+        self.use_geometry = use_geometry
         super().__init__(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
 
     @property
@@ -248,7 +252,7 @@ class Spa3VLMProcessor(Qwen2_5_VLProcessor):
         outputs = super().__call__(
             images=qwen_images or None, text=new_texts if not isinstance(text, str) else new_texts[0], **kwargs
         )
-        if scenes:
+        if scenes and self.use_geometry:
             height = max(scene.shape[-2] for scene in scenes)
             width = max(scene.shape[-1] for scene in scenes)
             padded = torch.zeros(sum(len(s) for s in scenes), 3, height, width)

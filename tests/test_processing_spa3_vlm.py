@@ -98,3 +98,19 @@ def test_clear_errors(spa3_vlm_processor, tmp_path):
         spa3_vlm_processor(videos=[str(broken)], text=video)
     with pytest.raises(ValueError, match="not divisible by 14"):
         Spa3VLMProcessor(spa3_vlm_processor.image_processor, spa3_vlm_processor.tokenizer, geometry_size=500)
+
+
+def test_geometry_can_be_switched_off(spa3_vlm_processor, tmp_path):
+    """use_geometry=False: the same Qwen inputs, no Spa3R inputs, and the setting survives save/load."""
+    pictures = [random_picture(seed) for seed in range(2)]
+    text = "<|vision_start|><|image_pad|><|vision_end|>" * 2 + "Where is the chair?"
+    with_geometry = spa3_vlm_processor(images=pictures, text=text, return_tensors="pt")
+    spa3_vlm_processor.save_pretrained(tmp_path)
+    ablation = Spa3VLMProcessor.from_pretrained(tmp_path, use_geometry=False)
+    ablation.save_pretrained(tmp_path / "ablation")
+    ablation = AutoProcessor.from_pretrained(tmp_path / "ablation")
+    assert ablation.use_geometry is False
+    without = ablation(images=pictures, text=text, return_tensors="pt")
+    assert "geometry_pixel_values" in with_geometry and "geometry_pixel_values" not in without
+    for key in ("input_ids", "pixel_values", "image_grid_thw", "mm_token_type_ids"):
+        torch.testing.assert_close(without[key], with_geometry[key], atol=0, rtol=0)

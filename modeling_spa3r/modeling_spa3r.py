@@ -7,11 +7,9 @@ Notation: B batch, V views, Vc context views, H×W image, h×w patch grid, Np = 
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from transformers.utils import ModelOutput
 
@@ -396,30 +394,16 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
 
     def load_teachers(self, path) -> list[str]:
         """
-        Load the frozen teachers from a checkpoint that holds them (a directory with `model.safetensors` or sharded
-        `*.safetensors`, or one file), e.g. a converted Spa3R / VGGT pretraining checkpoint saved with teachers.
-        Every teacher found must be complete; returns the prefixes of the teachers loaded.
+        Copy the frozen teachers from a Spa3R pretraining checkpoint directory that holds them (e.g. a converted
+        checkpoint saved with `save_teachers=True`). Every teacher must be complete there; returns their prefixes.
         """
-        path = Path(path)
-        files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-        if not files or not all(f.is_file() for f in files):
-            raise FileNotFoundError(f"no safetensors weights at {path}")
-        state = {}
-        for file in files:
-            state.update(load_file(str(file)))
-        loaded = []
+        source, info = type(self).from_pretrained(path, save_teachers=True, output_loading_info=True)
+        missing = [key for key in info["missing_keys"] if key.startswith(tuple(f"{name}." for name in self.teachers()))]
+        if missing:
+            raise ValueError(f"the teachers in {path} are incomplete: {len(missing)} missing keys, e.g. {sorted(missing)[:3]}")
         for name, module in self.teachers().items():
-            own = {key[len(name) + 1 :]: value for key, value in state.items() if key.startswith(name + ".")}
-            if not own:
-                continue
-            missing = sorted(set(module.state_dict()) - set(own))
-            if missing:
-                raise ValueError(f"teacher {name} in {path} is incomplete: {len(missing)} missing keys, e.g. {missing[:3]}")
-            module.load_state_dict(own, strict=True)
-            loaded.append(name)
-        if not loaded:
-            raise ValueError(f"{path} holds none of the teachers {sorted(self.teachers())}")
-        return loaded
+            module.load_state_dict(source.get_submodule(name).state_dict(), strict=True)
+        return sorted(self.teachers())
 
     def semantic_targets(self, pixel_values: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """DINOv3 patch features of every view on the aggregator's patch grid → (B, V, Np, Cs)."""

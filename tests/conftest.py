@@ -89,3 +89,30 @@ def scene_pictures(tmp_path_factory):
     from .fixtures_apps import write_pictures
 
     return write_pictures(tmp_path_factory.mktemp("scene"), 4)
+
+
+# ============================================================================================
+# Training-pipeline fixtures (issue #5): synthetic scenes, tiny Spa3-VLM folder with a trainable chat template,
+# tiny Spa3R teacher checkpoint. Builders live in tests/fixtures_training.py.
+# ============================================================================================
+
+
+@pytest.fixture(scope="session")
+def training_synth_root(tmp_path_factory):
+    from .fixtures_training import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("training_synth"))
+
+
+@pytest.fixture(scope="session")
+def training_vlm_dir(tmp_path_factory):
+    from .fixtures_training import save_tiny_vlm
+
+    return save_tiny_vlm(tmp_path_factory.mktemp("training_vlm"))
+
+
+@pytest.fixture(scope="session")
+def teacher_checkpoint(tmp_path_factory):
+    from .fixtures_training import save_teacher_checkpoint
+
+    return save_teacher_checkpoint(tmp_path_factory.mktemp("teachers"))

@@ -19,9 +19,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..configuration_spa3r import Spa3RConfig
@@ -233,7 +234,10 @@ class Spa3RTrainer(Trainer):
         if terms and (split == "eval" or "loss" in logs):
             names = sorted(terms)
             means = torch.stack([torch.stack(terms[name]).mean() for name in names])
-            means = self.accelerator.reduce(means.to(self.accelerator.device), reduction="mean")
+            if dist.is_available() and dist.is_initialized():  # average over processes (every rank logs together)
+                means = means.to(self.args.device)
+                dist.all_reduce(means)
+                means /= dist.get_world_size()
             prefix = "eval_" if split == "eval" else ""
             logs.update({f"{prefix}{name}": round(value, 6) for name, value in zip(names, means.tolist())})
             terms.clear()
@@ -302,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
         (ModelArguments, DataArguments, TrainingArguments), argv, "PSFM pretraining of Spa3R."
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    set_seed(training_args.seed)  # fresh weights are the same in every run (and every process)
     model = build_model(model_args)
     check_teachers_needed(model, model_args, data_args)
     train, evaluation = build_datasets(data_args, model.config.mask_ratio, training_args.data_seed or training_args.seed)

@@ -189,7 +189,10 @@ def set_trainable(model: Spa3VLMForConditionalGeneration, args: ModelArguments) 
         for module in modules:
             module.requires_grad_(trainable)
     model.config.freeze_geometry_encoder = not args.train_geometry_encoder
-    counts = {name: sum(p.numel() for m in ms for p in m.parameters() if p.requires_grad) for name, (ms, _) in parts.items()}
+    counts = {  # ZeRO-3 partitions parameters at load time: their full size is `ds_numel`
+        name: sum(getattr(p, "ds_numel", p.numel()) for m in ms for p in m.parameters() if p.requires_grad)
+        for name, (ms, _) in parts.items()
+    }
     if not any(counts.values()) and not args.use_lora:
         raise ValueError("nothing to train: every part is frozen (see --train_llm, --train_adapter, ...)")
     return counts

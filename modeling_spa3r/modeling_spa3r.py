@@ -510,7 +510,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             if extrinsics is None:
                 pose_encodings, extrinsics, intrinsics = run_camera_head(self.camera_head, tokens[-1].detach(), image_size_hw)
             if depth_targets is None:
-                depth, _ = run_dpt_head(self.depth_head, [t.detach() for t in tokens], start, image_size_hw)
+                depth, _ = run_dpt_head(self.depth_head, [None if t is None else t.detach() for t in tokens], start, image_size_hw)
                 depth_targets = F.interpolate(depth.flatten(0, 1).permute(0, 3, 1, 2), grid_hw, mode="nearest")
                 depth_targets = depth_targets.flatten(2).transpose(1, 2).reshape(batch, num_views, num_patches, 1)
             if semantic_targets is None:

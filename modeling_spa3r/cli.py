@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[:1])
     module, function, _ = COMMANDS[args.command]
     result = getattr(importlib.import_module(module), function)(argv[1:])
-    return int(result or 0)
+    return result if isinstance(result, int) else 0  # some tools return their metrics
 
 
 if __name__ == "__main__":

@@ -136,13 +136,13 @@ def plot_feature_fields(run_dir: Path, scene: Path, settings: DemoSettings, png:
     grid_hw = (batch["pixel_values"].shape[-2] // patch, batch["pixel_values"].shape[-1] // patch)
     held_out = [2, 3]
     fields = {
-        "geometry (normals ‖ depth)": (out.pred_geo[0, held_out], out.target_geo[0, held_out]),
-        "semantics (class mix)": (out.pred_sem[0, held_out], out.target_sem[0, held_out]),
+        "geometry": (out.pred_geo[0, held_out], out.target_geo[0, held_out]),  # normals ‖ depth
+        "semantics": (out.pred_sem[0, held_out], out.target_sem[0, held_out]),  # class histogram per patch
     }
     cosines = fields_figure(
         fields, png, images=batch["pixel_values"][0, held_out], grid_hw=grid_hw,
         view_labels=[f"held-out view {i}" for i in held_out],
-        title=f"{scene.name}: fields of views the encoder never saw (2 context views in)",
+        title=f"{scene.name}: views the encoder never saw\n(geometry = normals ‖ depth, semantics = class mix per patch)",
     )  # fmt: skip
     return {name: [round(float(c), 3) for c in values] for name, values in cosines.items()}
 

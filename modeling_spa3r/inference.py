@@ -167,7 +167,9 @@ def build_ask_parser() -> argparse.ArgumentParser:
         description="Answer a question about a video or a set of images with a Spa3-VLM checkpoint (greedy decoding).",
     )
     parser.add_argument("model", help="Spa3-VLM checkpoint directory or Hub id")
-    parser.add_argument("question", help="the question, e.g. \"How many chairs are in the room?\"")
+    parser.add_argument(
+        "question", nargs="?", help="the question, e.g. \"How many chairs are in the room?\" (may also follow --images)"
+    )
     _frames_parser(parser)
     parser.add_argument("--max-new-tokens", type=int, default=128, help="most tokens to generate (default 128)")
     parser.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
@@ -178,7 +180,11 @@ def build_ask_parser() -> argparse.ArgumentParser:
 
 def ask_main(argv=None) -> int:
     parser = build_ask_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if args.question is None and args.images and len(args.images) > 1 and not Path(args.images[-1]).exists():
+        args.question = args.images.pop()  # `--images a.jpg b.jpg "question"`: --images took the question too
+    if args.question is None:
+        parser.error("the question is missing")
     if args.max_new_tokens < 1:
         parser.error(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     try:

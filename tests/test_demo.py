@@ -19,7 +19,7 @@ def test_demo_end_to_end(tmp_path):
         assert TASK_KEYS <= set(result["results"])
     table = (tmp_path / "results.md").read_text()
     assert "| task | Spa3-VLM | VLM without geometry |" in table and "| overall |" in table
-    assert set(report["held_out_field_cosine"]) == {"geometry (normals ‖ depth)", "semantics (class mix)"}
+    assert set(report["held_out_field_cosine"]) == {"geometry", "semantics"}
     # the no-geometry twin never sees Spa3R inputs
     processor = json.loads((tmp_path / "sft-no-geometry" / "processor_config.json").read_text())
     assert processor["use_geometry"] is False

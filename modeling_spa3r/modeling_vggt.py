@@ -76,11 +76,18 @@ def apply_rope_2d(x: torch.Tensor, positions: torch.Tensor, theta: float) -> tor
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class RMSNorm(nn.RMSNorm):
+    """Weight-only RMSNorm whose weight follows the input dtype, so bf16 inputs keep the fused kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 def make_qk_norm(kind: str, head_dim: int) -> nn.Module:
     if kind == "layernorm":
         return nn.LayerNorm(head_dim, eps=1e-5)
     if kind == "rmsnorm":
-        return nn.RMSNorm(head_dim, eps=None)  # eps=None: machine epsilon of the input dtype
+        return RMSNorm(head_dim, eps=None)  # eps=None: machine epsilon of the input dtype
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown q/k norm {kind!r}: expected 'layernorm', 'rmsnorm' or 'none'")

@@ -26,7 +26,7 @@ VARIANTS = {"Spa3-VLM": ("spa3-vlm", True), "VLM without geometry": ("no-geometr
 
 @dataclass(frozen=True)
 class DemoSettings:
-    scenes: int = 24
+    scenes: int = 40
     frames: int = 32
     width: int = 112
     height: int = 84
@@ -37,7 +37,7 @@ class DemoSettings:
     llm_hidden_size: int = 64
 
 
-QUICK = DemoSettings(scenes=10, frames=16, pretrain_steps=150, sft_epochs=4.0)
+QUICK = DemoSettings(scenes=12, frames=16, pretrain_steps=150, sft_epochs=4.0)
 
 
 class Stopwatch:

@@ -1,7 +1,7 @@
 """Offline builders for a tiny random Qwen2.5-VL checkpoint and tiny VSI-format benchmark data.
 
-Nothing here touches the Hub: the tokenizer is a byte-level BPE built from the byte alphabet with
-the Qwen special tokens and a Qwen-style chat template, the image processor is the PIL variant of
+Nothing here touches the Hub: the tokenizer is the package's byte-level BPE with the Qwen special
+tokens and a Qwen-style chat template (`modeling_spa3r.small_models`), the image processor is the PIL variant of
 ``Qwen2VLImageProcessor`` sized so that every 56x56 frame becomes 4 visual tokens.
 """
 
@@ -13,57 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-QWEN_SPECIAL_TOKENS = [
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{% elif content['type'] == 'video' %}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+from modeling_spa3r.small_models import CHAT_TEMPLATE, build_tokenizer
 
 FRAME_SIZE = 56
 """Side of the tiny frames: 56x56 -> 4x4 patches of 14 -> 4 merged visual tokens per frame."""
-
-
-def build_qwen_tokenizer():
-    """A byte-level ``Qwen2Tokenizer`` with the Qwen special tokens, built without downloads."""
-    from tokenizers import pre_tokenizers
-    from transformers import Qwen2Tokenizer
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {char: index for index, char in enumerate(alphabet)}
-    merges = [("Ġ", "t"), ("h", "e")]
-    for left, right in merges:
-        vocab.setdefault(left + right, len(vocab))
-    vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=QWEN_SPECIAL_TOKENS,
-    )
-    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
-    return tokenizer
 
 
 def build_qwen_processor():
@@ -76,9 +29,9 @@ def build_qwen_processor():
     )
     return Qwen2_5_VLProcessor(
         image_processor=image_processor,
-        tokenizer=build_qwen_tokenizer(),
+        tokenizer=build_tokenizer(),
         video_processor=Qwen2VLVideoProcessor(min_pixels=pixels, max_pixels=pixels),
-        chat_template=QWEN_CHAT_TEMPLATE,
+        chat_template=CHAT_TEMPLATE,
     )
 
 

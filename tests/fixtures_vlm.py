@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .fixtures_qwen import QWEN_CHAT_TEMPLATE, build_qwen_tokenizer
+from modeling_spa3r.small_models import CHAT_TEMPLATE, build_tokenizer
 
 GEOMETRY_SIZE = 56
 
@@ -78,8 +78,8 @@ def build_spa3_vlm_processor(tokenizer=None):
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56 * 4, patch_size=14, merge_size=2)
     return Spa3VLMProcessor(
         image_processor=image_processor,
-        tokenizer=tokenizer or build_qwen_tokenizer(),
-        chat_template=QWEN_CHAT_TEMPLATE,
+        tokenizer=tokenizer or build_tokenizer(),
+        chat_template=CHAT_TEMPLATE,
         geometry_size=GEOMETRY_SIZE,
         num_frames=3,
         min_frames=2,

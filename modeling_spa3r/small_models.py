@@ -81,14 +81,22 @@ def build_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 1024):
     return tokenizer
 
 
-def small_qwen_config(tokenizer, hidden_size: int = 64, num_layers: int = 2, vision_hidden_size: int = 32):
-    """A small `Qwen2_5_VLConfig` matching `tokenizer` (M-RoPE sections scaled to the head size)."""
+def small_qwen_config(
+    tokenizer,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    vision_hidden_size: int = 32,
+    vision_depth: int = 1,
+    window_size: int = 112,
+    tie_word_embeddings: bool = True,
+):
+    """A small `Qwen2_5_VLConfig` matching `tokenizer`; the M-RoPE sections (t, h, w) split the head's rotary pairs."""
     from transformers import Qwen2_5_VLConfig
 
     ids = tokenizer.convert_tokens_to_ids
-    num_heads = max(2, hidden_size // 32)
-    half_head = hidden_size // num_heads // 2
-    mrope = [half_head - 2 * (half_head // 3), half_head // 3, half_head // 3]
+    rotary_pairs = hidden_size // num_heads // 2
+    mrope = [rotary_pairs - 2 * (rotary_pairs // 3), rotary_pairs // 3, rotary_pairs // 3]
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -102,20 +110,20 @@ def small_qwen_config(tokenizer, hidden_size: int = 64, num_layers: int = 2, vis
             "bos_token_id": ids("<|endoftext|>"),
             "eos_token_id": ids("<|im_end|>"),
             "pad_token_id": ids("<|endoftext|>"),
-            "tie_word_embeddings": True,
+            "tie_word_embeddings": tie_word_embeddings,
         },
         vision_config={
-            "depth": 1,
+            "depth": vision_depth,
             "hidden_size": vision_hidden_size,
             "intermediate_size": 2 * vision_hidden_size,
             "num_heads": 2,
             "out_hidden_size": hidden_size,
-            "window_size": 112,
-            "fullatt_block_indexes": [0],
+            "window_size": window_size,
+            "fullatt_block_indexes": [vision_depth - 1],
         },
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modeling_spa3r.small_models import CHAT_TEMPLATE, build_tokenizer
+from modeling_spa3r.small_models import CHAT_TEMPLATE, build_tokenizer, small_qwen_config
 
 FRAME_SIZE = 56
 """Side of the tiny frames: 56x56 -> 4x4 patches of 14 -> 4 merged visual tokens per frame."""
@@ -41,39 +41,11 @@ def build_tiny_qwen_model(tokenizer, seed: int = 0, answer_tokens: str | None = 
     With ``answer_tokens`` the LM head rows of all other tokens are zeroed (except the end-of-turn
     token), so greedy answers are short strings of letters/digits that the scorer can parse.
     """
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     ids = tokenizer.convert_tokens_to_ids
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
-            "bos_token_id": ids("<|endoftext|>"),
-            "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 32,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [1],
-        },
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+    config = small_qwen_config(
+        tokenizer, hidden_size=32, num_heads=4, vision_depth=2, window_size=56, tie_word_embeddings=False
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()

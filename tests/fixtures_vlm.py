@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modeling_spa3r.small_models import CHAT_TEMPLATE, build_tokenizer
+from modeling_spa3r.small_models import CHAT_TEMPLATE, build_tokenizer, small_qwen_config
 
 GEOMETRY_SIZE = 56
 
@@ -38,36 +38,10 @@ def tiny_vlm_spa3r_config():
 def tiny_spa3_vlm_config(tokenizer):
     from modeling_spa3r.configuration_spa3_vlm import Spa3VLMConfig
 
-    ids = tokenizer.convert_tokens_to_ids
-    return Spa3VLMConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
-            "bos_token_id": ids("<|endoftext|>"),
-            "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
-        },
-        vision_config={
-            "depth": 1,
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_heads": 2,
-            "out_hidden_size": 32,
-            "window_size": 56,
-            "fullatt_block_indexes": [0],
-        },
-        geometry_config=tiny_vlm_spa3r_config(),
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+    qwen = small_qwen_config(
+        tokenizer, hidden_size=32, num_heads=4, vision_hidden_size=16, window_size=56, tie_word_embeddings=False
     )
+    return Spa3VLMConfig.from_qwen_config(qwen, geometry_config=tiny_vlm_spa3r_config())
 
 
 def build_spa3_vlm_processor(tokenizer=None):

@@ -184,13 +184,13 @@ def test_trust_remote_code_in_fresh_process(loaded, spa3_vlm_dir, tmp_path, vide
         assert type(model).__name__ == "Spa3VLMForConditionalGeneration" and "modeling_spa3r" not in sys.modules
         assert type(processor).__name__ == "Spa3VLMProcessor"
         with torch.no_grad():
-            logits = model(**torch.load({str(tmp_path / "batch.pt")!r})).logits
+            logits = model(**torch.load({str(tmp_path / "batch.pt")!r}, weights_only=True)).logits
         torch.save(logits, {str(tmp_path / "logits.pt")!r})
         """
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
+    assert torch.equal(torch.load(tmp_path / "logits.pt", weights_only=True), expected)
 
 
 def test_official_checkpoint_loading_reports_keys():

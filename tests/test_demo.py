@@ -1,5 +1,9 @@
+import importlib.util
 import json
 
+import pytest
+
+from modeling_spa3r import demo
 from modeling_spa3r.demo import VARIANTS, DemoSettings, run
 
 TASK_KEYS = {"object_counting_MRA:.5:.95:.05", "route_planning_accuracy", "overall"}
@@ -23,3 +27,12 @@ def test_demo_end_to_end(tmp_path):
     # the no-geometry twin never sees Spa3R inputs
     processor = json.loads((tmp_path / "sft-no-geometry" / "processor_config.json").read_text())
     assert processor["use_geometry"] is False
+
+
+def test_demo_names_missing_training_packages(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    with pytest.raises(SystemExit) as error:
+        demo.main(["--quick"])
+    assert error.value.code == 2
+    assert "needs trl" in capsys.readouterr().err

@@ -142,7 +142,7 @@ def plot_feature_fields(run_dir: Path, scene: Path, settings: DemoSettings, png:
     cosines = fields_figure(
         fields, png, images=batch["pixel_values"][0, held_out], grid_hw=grid_hw,
         view_labels=[f"held-out view {i}" for i in held_out],
-        title=f"{scene.name}: views the encoder never saw\n(geometry = normals ‖ depth, semantics = class mix per patch)",
+        title=f"{scene.name}: views the encoder never saw\ngeometry = normals ‖ depth\nsemantics = class mix per patch",
     )  # fmt: skip
     return {name: [round(float(c), 3) for c in values] for name, values in cosines.items()}
 

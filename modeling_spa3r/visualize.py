@@ -182,7 +182,8 @@ def _draw(rows: list, column_titles: list[str], out_path, title: str | None) -> 
             if captions is not None:
                 axis.set_xlabel(captions[view], fontsize=8)
     title = title or "predicted vs target feature fields (one shared PCA per field)"
-    figure.suptitle(textwrap.fill(title, width=int(34 * num_views + 10)), fontsize=10)
+    width = 26 * num_views + 6  # characters that fit above the panels at fontsize 10
+    figure.suptitle("\n".join(textwrap.fill(line, width=width) for line in title.splitlines()), fontsize=10)
     figure.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,14 +10,13 @@ difference is that of the first step. Peak memory as in `bench_spa3r.py` (RSS ab
 import argparse
 import contextlib
 import copy
-import time
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_spa3r import PeakRSS, mid_size_config  # noqa: E402
+from bench_spa3r import measure, mid_size_config  # noqa: E402
 
 from modeling_spa3r import Spa3RForPretraining  # noqa: E402
 from modeling_spa3r.modeling_spa3r import sample_view_mask  # noqa: E402
@@ -53,15 +52,9 @@ def main(argv=None) -> dict:
     for name, bf16 in (("fp32", False), ("bf16", True)):
         model = copy.deepcopy(reference)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3, weight_decay=1e-4)
-        first_loss = train_step(model, optimizer, images, view_mask, bf16)  # also the warm-up
-        times, peaks = [], []
-        for _ in range(args.repeats):
-            with PeakRSS() as memory:
-                start = time.perf_counter()
-                train_step(model, optimizer, images, view_mask, bf16)
-                times.append(time.perf_counter() - start)
-            peaks.append(memory.megabytes)
-        results[name] = {"seconds": sorted(times)[len(times) // 2], "peak_mib": max(peaks), "loss": first_loss.item()}
+        first_loss = train_step(model, optimizer, images, view_mask, bf16)
+        seconds, peak, _ = measure(lambda: train_step(model, optimizer, images, view_mask, bf16), args.repeats)
+        results[name] = {"seconds": seconds, "peak_mib": peak, "loss": first_loss.item()}
         print(f"{name:<10} {results[name]['seconds']:>9.3f} {results[name]['peak_mib']:>11.0f} {results[name]['loss']:>11.5f}")
     speedup = results["fp32"]["seconds"] / results["bf16"]["seconds"]
     difference = abs(results["fp32"]["loss"] - results["bf16"]["loss"])

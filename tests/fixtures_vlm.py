@@ -12,20 +12,18 @@ from PIL import Image
 
 from modeling_spa3r.small_models import CHAT_TEMPLATE, build_tokenizer, small_qwen_config
 
+from .fixtures_spa3r import tiny_vggt_config
+
 GEOMETRY_SIZE = 56
 
 
 def tiny_vlm_spa3r_config():
-    from modeling_spa3r.configuration_spa3r import Spa3RConfig, VGGTConfig
+    from modeling_spa3r.configuration_spa3r import Spa3RConfig
 
-    vggt = VGGTConfig(
-        patch_embed_type="conv",
+    vggt = tiny_vggt_config(
         hidden_size=16,
         num_hidden_layers=1,
-        num_attention_heads=2,
         global_qk_norm="rmsnorm",
-        camera_head_depth=1,
-        camera_head_num_heads=2,
         dpt_features=8,
         dpt_out_channels=[8, 8, 8, 8],
         dpt_intermediate_layers=[0, 0, 0, 0],

@@ -7,8 +7,9 @@ Usage (one process, or ``accelerate launch`` for several)::
 
 What it does, following ``shared/spec/vsibench.md``:
 
-* loads the questions from a local copy of ``nyu-visionx/VSI-Bench`` (``test.jsonl``/parquet next to
-  ``arkitscenes/``, ``scannet/``, ``scannetpp/``) or any VSI-format ``.jsonl``/``.json``/``.parquet``;
+* loads the questions with ``datasets.load_dataset`` from ``nyu-visionx/VSI-Bench`` (the Hub id or a local copy)
+  or any VSI-format ``.jsonl``/``.json``/``.parquet``; videos come from the folder lmms-eval uses
+  (``$HF_HOME/vsibench``, zips extracted there) unless extracted next to the questions (``--video-root`` wins);
 * samples ``--num-frames`` frames (default 32) at indices ``floor(linspace(0, N-1, k))`` from
   ``<video-root>/<dataset>/<scene_name>.mp4`` (PyAV) or from a folder of frame images of that name;
 * builds the official prompt and gives the frames to the model as a list of images (one image
@@ -33,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import vsibench
+from .data import vsibench_data
 
 __all__ = [
     "main",
@@ -52,8 +54,6 @@ __all__ = [
 DATASET_SOURCES = ("arkitscenes", "scannet", "scannetpp")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 REQUIRED_FIELDS = ("id", "question_type", "question", "ground_truth")
-FULL_FILE_CANDIDATES = ("test.jsonl", "test.parquet", "test-00000-of-00001.parquet")
-DEBIASED_FILE_CANDIDATES = ("test_debiased.parquet", "test_debiased.jsonl")
 RUN_CONFIG_FILE = "run_config.json"
 MERGED_PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
@@ -65,64 +65,6 @@ RUN_CONFIG_KEYS = ("model", "num_frames", "prompt_profile", "parser", "max_new_t
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
-
-
-def _read_table(path: Path) -> list[dict]:
-    """Read a ``.jsonl``, ``.json`` (list of objects) or ``.parquet`` file into a list of dicts."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{path}:{number}: invalid JSON line ({error})") from error
-        return rows
-    if suffix == ".json":
-        with open(path, encoding="utf-8") as handle:
-            rows = json.load(handle)
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a JSON list of question objects, got {type(rows).__name__}")
-        return rows
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    raise ValueError(f"{path}: unsupported question file type {suffix!r} (use .jsonl, .json or .parquet)")
-
-
-def _find_question_file(root: Path, debiased: bool) -> tuple[Path, bool]:
-    """Locate the question file of a local VSI-Bench copy; returns (path, needs_pruned_filter)."""
-    if debiased:
-        for name in DEBIASED_FILE_CANDIDATES:
-            if (root / name).is_file():
-                return root / name, False
-    for name in FULL_FILE_CANDIDATES:
-        if (root / name).is_file():
-            return root / name, debiased
-    shards = sorted(root.glob("test-*.parquet"))
-    if shards:
-        return shards[0], debiased
-    raise FileNotFoundError(
-        f"no VSI-Bench question file in {root}: expected one of "
-        f"{', '.join(DEBIASED_FILE_CANDIDATES + FULL_FILE_CANDIDATES if debiased else FULL_FILE_CANDIDATES)}"
-    )
-
-
-def _debiased_rows(rows: list[dict], source: Path) -> list[dict]:
-    """Keep the VSI-Bench-Debiased questions: rows with ``pruned == False`` (or not in pruned_ids.txt)."""
-    if rows and all("pruned" in row for row in rows):
-        return [row for row in rows if not row["pruned"]]
-    pruned_ids_file = source.parent / "pruned_ids.txt"
-    if pruned_ids_file.is_file():
-        pruned = set(pruned_ids_file.read_text().split())
-        return [row for row in rows if str(row["id"]) not in pruned]
-    raise ValueError(
-        f"--debiased: {source} has no 'pruned' column and there is no test_debiased.parquet or "
-        f"pruned_ids.txt next to it; download a VSI-Bench revision from 2025-11 or later"
-    )
 
 
 def _normalise_row(row: dict, source: Path, index: int) -> dict:
@@ -152,27 +94,18 @@ def _normalise_row(row: dict, source: Path, index: int) -> dict:
 
 
 def load_questions(data: str | os.PathLike, debiased: bool = False) -> list[dict]:
-    """Load and validate VSI-format questions from a dataset folder or a question file.
+    """Load and validate VSI-format questions with ``datasets.load_dataset``.
 
-    ``data`` is either a local copy of ``nyu-visionx/VSI-Bench`` (a folder holding ``test.jsonl``,
-    ``test.parquet``, ``test-00000-of-00001.parquet`` and, for newer revisions,
-    ``test_debiased.parquet``) or a single ``.jsonl``/``.json``/``.parquet`` file in VSI format
-    (fields ``id``, ``question_type``, ``question``, ``ground_truth``, ``options``, ``dataset``,
-    ``scene_name``; optionally ``video``: a path relative to the video root).
+    ``data`` is the Hub id ``nyu-visionx/VSI-Bench``, a local copy of it (a folder with its ``README.md``
+    configs or its question files) or one ``.parquet``/``.jsonl``/``.json`` file in VSI format (fields ``id``,
+    ``question_type``, ``question``, ``ground_truth``, ``options``, ``dataset``, ``scene_name``; optionally
+    ``video``: a path relative to the video root); see :mod:`modeling_spa3r.data.vsibench_data`.
 
     With ``debiased=True`` only VSI-Bench-Debiased questions are kept. Every row is validated up
     front (type, options, ground truth, duplicate ids) so that a long run cannot fail midway.
     """
-    data = Path(data)
-    if data.is_dir():
-        source, needs_filter = _find_question_file(data, debiased)
-    elif data.is_file():
-        source, needs_filter = data, debiased
-    else:
-        raise FileNotFoundError(f"VSI-Bench data not found: {data}")
-    rows = _read_table(source)
-    if needs_filter:
-        rows = _debiased_rows(rows, source)
+    table, source = vsibench_data.load_vsibench(data, debiased)
+    rows = table.to_list()
     questions, seen = [], set()
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -490,8 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a Spa3-VLM or Qwen2.5-VL checkpoint on VSI-Bench with the official scoring.",
     )
     parser.add_argument("--model", required=True, help="checkpoint folder (AutoModelForImageTextToText + AutoProcessor)")
-    parser.add_argument("--data", required=True, help="local nyu-visionx/VSI-Bench folder or a VSI-format .jsonl/.json/.parquet")
-    parser.add_argument("--video-root", help="folder holding arkitscenes/, scannet/, scannetpp/ (default: the data folder)")
+    parser.add_argument("--data", required=True, help="nyu-visionx/VSI-Bench (Hub id), a local copy of it, or a VSI-format .jsonl/.json/.parquet")
+    parser.add_argument("--video-root", help="folder holding arkitscenes/, scannet/, scannetpp/ (default: the data folder if "
+                        "the videos are extracted there, else lmms-eval's $HF_HOME/vsibench, where the zips are extracted)")
     parser.add_argument("--output-dir", required=True, help="predictions, results.json and results.png go here")
     parser.add_argument("--num-frames", type=int, default=32, help="frames sampled uniformly per video (paper: 32)")
     parser.add_argument("--batch-size", type=int, default=1, help="questions per generate() call")
@@ -555,10 +489,10 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     if args.num_frames < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
         raise ValueError("--num-frames, --batch-size and --max-new-tokens must be >= 1")
     output_dir = Path(args.output_dir)
-    video_root = Path(args.video_root) if args.video_root else (Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent)
     question_types = [t.strip() for t in args.question_types.split(",") if t.strip()] if args.question_types else None
 
     questions = select_questions(load_questions(args.data, debiased=args.debiased), question_types, args.limit)
+    video_root = vsibench_data.resolve_video_root(args.data, args.video_root, questions, state.is_main_process)
     config = {
         "model": str(args.model),
         "num_frames": args.num_frames,

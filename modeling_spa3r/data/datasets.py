@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,23 @@ def find_scenes(root) -> list[Path]:
     return scenes
 
 
+#: Readers of other dataset layouts, tried in order on a data root: modules of this package whose
+#: ``open_root(root, on_error)`` returns the root's scenes, or None when the root is not in their layout.
+SCENE_LAYOUTS = ("scannetpp", "scannet")
+
+
+def open_scenes(scenes, on_error: str = "raise") -> list:
+    """Scenes of a data root (a registered layout of :data:`SCENE_LAYOUTS`, else :func:`find_scenes`) or of a
+    list of scene folders or scene objects; each has ``path``, ``len()`` and ``load_view(i, width)``."""
+    if isinstance(scenes, (str, Path)):
+        for name in SCENE_LAYOUTS:
+            found = import_module(f"{__package__}.{name}").open_root(scenes, on_error)
+            if found is not None:
+                return found
+        scenes = find_scenes(scenes)
+    return [p if hasattr(p, "load_view") else SceneFolder(p, on_error=on_error) for p in scenes]
+
+
 def sample_frame_indices(rng: np.random.Generator, num_frames: int, num_views: int,
                          stride: tuple[int, int]) -> np.ndarray:
     """``num_views`` increasing frame indices with one random stride from the inclusive range,
@@ -165,13 +183,29 @@ def sample_frame_indices(rng: np.random.Generator, num_frames: int, num_views: i
     return start + step * np.arange(num_views)
 
 
+def sample_spread_indices(rng: np.random.Generator, num_frames: int, num_views: int) -> np.ndarray:
+    """``num_views`` distinct frames spread over the whole trajectory: one random frame from each of
+    ``num_views`` equal segments, in random order (so any segment can come first, i.e. be the reference view)."""
+    if num_frames < num_views:
+        raise ValueError(f"scene has {num_frames} frames, fewer than the {num_views} views requested")
+    bounds = np.linspace(0, num_frames, num_views + 1)
+    low, high = np.ceil(bounds[:-1]).astype(int), np.ceil(bounds[1:]).astype(int)
+    frames = low + (rng.random(num_views) * (high - low)).astype(int)
+    return frames[rng.permutation(num_views)]
+
+
+#: How a sample's frames are chosen: consecutive at a random stride, or spread over the whole trajectory.
+SAMPLINGS = ("stride", "spread")
+
+
 class MultiViewDataset(Dataset):
     """Multi-view samples from scene folders.
 
     Args:
         scenes: a data root (see :func:`find_scenes`) or a list of scene folders.
         views: inclusive (min, max) views per sample when the sampler does not fix V.
-        stride: inclusive stride range, or a preset name from :data:`PRESETS`.
+        stride: inclusive stride range, or a preset name from :data:`PRESETS` (``sampling="stride"``).
+        sampling: "stride" (:func:`sample_frame_indices`) or "spread" (:func:`sample_spread_indices`).
         width: target width before the crop to multiples of 14.
         samples_per_scene: dataset length = scenes x this.
         seed: base seed; samples are a pure function of (seed, epoch, index, V).
@@ -180,11 +214,13 @@ class MultiViewDataset(Dataset):
 
     def __init__(self, scenes, views: tuple[int, int] = (4, 12), stride: tuple[int, int] | str = "scannet",
                  width: int = 518, samples_per_scene: int = 1, seed: int = 0, on_error: str = "raise",
-                 max_retries: int = 3):
+                 max_retries: int = 3, sampling: str = "stride"):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        paths = find_scenes(scenes) if isinstance(scenes, (str, Path)) else [Path(p) for p in scenes]
-        self.scenes = [SceneFolder(p, on_error=on_error) for p in paths]
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        self.sampling = sampling
+        self.scenes = open_scenes(scenes, on_error)
         self.views = views
         self.stride = PRESETS[stride] if isinstance(stride, str) else tuple(stride)
         self.width = width
@@ -206,7 +242,10 @@ class MultiViewDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         num_views = int(num_views or rng.integers(self.views[0], self.views[1] + 1))
         for attempt in range(self.max_retries + 1):
-            frames = sample_frame_indices(rng, len(scene), num_views, self.stride)
+            if self.sampling == "spread":
+                frames = sample_spread_indices(rng, len(scene), num_views)
+            else:
+                frames = sample_frame_indices(rng, len(scene), num_views, self.stride)
             try:
                 views = [scene.load_view(int(i), self.width) for i in frames]
             except dio.DataError as err:
@@ -215,8 +254,9 @@ class MultiViewDataset(Dataset):
                 logger.warning("skipping sample of %s: %s", scene.path, err)
                 continue
             sample = {key: torch.from_numpy(np.stack([v[key] for v in views])) for key in views[0]}
-            sample["intrinsics"] = sample["intrinsics"].float()
-            sample["extrinsics"] = sample["extrinsics"].float()
+            for key in ("intrinsics", "extrinsics"):  # absent for images-only scenes (teacher cameras)
+                if key in sample:
+                    sample[key] = sample[key].float()
             sample["frame_indices"] = torch.from_numpy(frames.astype(np.int64))
             sample["scene"] = scene.path.name
             return sample
@@ -270,10 +310,11 @@ def _crop_sample(sample: dict, height: int, width: int) -> dict:
     for key in _SPATIAL_CHANNEL_FIRST + _SPATIAL:
         if key in sample:
             out[key] = sample[key][..., top:top + height, left:left + width]
-    k = sample["intrinsics"].clone()
-    k[:, 0, 2] -= left
-    k[:, 1, 2] -= top
-    out["intrinsics"] = k
+    if "intrinsics" in sample:
+        k = sample["intrinsics"].clone()
+        k[:, 0, 2] -= left
+        k[:, 1, 2] -= top
+        out["intrinsics"] = k
     return out
 
 

@@ -1,0 +1,131 @@
+"""ScanNet++ read in its released layout (no export step).
+
+What the reference pretraining reads::
+
+    <root>/splits/nvs_sem_train.txt, nvs_sem_val.txt       one scene id per line
+    <root>/data/<scene>/dslr/undistorted_images/*.JPG      undistorted DSLR images (the toolkit's undistortion)
+
+Images only: cameras and targets come from the VGGT teacher. With ``poses=True`` the cameras of the same images
+are read from ``<root>/data/<scene>/dslr/nerfstudio/transforms_undistorted.json`` (the toolkit's output next to
+the images: pinhole ``fl_x, fl_y, cx, cy`` at ``w x h``, and per frame ``file_path`` and a camera-to-world
+``transform_matrix`` in nerfstudio's OpenGL axes, converted here to OpenCV; frames flagged ``is_bad`` are left
+out), for ``cameras: ground_truth``.
+
+A data root for the loaders (``scannetpp:PATH``) is ``<root>`` (train split), a split file
+(``<root>/splits/nvs_sem_val.txt``), and optionally ``?poses=1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import numpy as np
+
+from . import io as dio
+from .image_scene import ImageScene
+
+logger = logging.getLogger(__name__)
+
+SPLITS = {"train": "nvs_sem_train.txt", "val": "nvs_sem_val.txt"}
+IMAGE_DIR = Path("dslr") / "undistorted_images"
+TRANSFORMS = Path("dslr") / "nerfstudio" / "transforms_undistorted.json"
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: nerfstudio / OpenGL camera axes (x right, y up, z back) -> OpenCV (x right, y down, z forward).
+_OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def is_root(path) -> bool:
+    """A ScanNet++ release root: ``data/`` and ``splits/`` folders."""
+    path = Path(path)
+    return (path / "data").is_dir() and (path / "splits").is_dir()
+
+
+def read_split(path) -> list[str]:
+    """Scene ids of a split file (one per line; blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise dio.DataError(path, "missing ScanNet++ split file")
+    scenes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not scenes:
+        raise dio.DataError(path, "empty ScanNet++ split file")
+    return scenes
+
+
+def _transform_cameras(scene_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """{image name: (4, 4) camera-to-world, OpenCV} of the usable frames and the shared (3, 3) K."""
+    path = scene_dir / TRANSFORMS
+    transforms = dio.read_json(path)
+    try:
+        k = np.array([[transforms["fl_x"], 0, transforms["cx"]], [0, transforms["fl_y"], transforms["cy"]],
+                      [0, 0, 1]], dtype=np.float64)
+        poses = {}
+        for frame in transforms["frames"]:
+            if frame.get("is_bad", False):
+                continue
+            pose = np.array(frame["transform_matrix"], dtype=np.float64).reshape(4, 4)
+            if np.isfinite(pose).all():
+                poses[Path(frame["file_path"]).name] = pose @ _OPENGL_TO_OPENCV
+    except (KeyError, TypeError, ValueError) as err:
+        raise dio.DataError(path, f"not a nerfstudio transforms file ({type(err).__name__}: {err})") from err
+    if transforms.get("camera_model", "PINHOLE") != "PINHOLE":
+        raise dio.DataError(path, f"camera_model must be PINHOLE (undistorted images), got {transforms['camera_model']!r}")
+    return poses, k
+
+
+def open_scene(scene_dir, poses: bool = False) -> ImageScene:
+    """One ScanNet++ scene's undistorted DSLR images (sorted by name), with cameras if ``poses``."""
+    scene_dir = Path(scene_dir)
+    image_dir = scene_dir / IMAGE_DIR
+    if not image_dir.is_dir():
+        raise dio.DataError(image_dir, "missing ScanNet++ DSLR image folder (run the toolkit's dslr.undistort)")
+    files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise dio.DataError(image_dir, "no images in the ScanNet++ DSLR image folder")
+    if not poses:
+        return ImageScene(scene_dir, files)
+    cameras, k = _transform_cameras(scene_dir)
+    kept = [f for f in files if f.name in cameras]
+    if len(kept) < len(files):
+        logger.info("%s: %d of %d images have no usable pose and are left out", scene_dir.name,
+                    len(files) - len(kept), len(files))
+    if not kept:
+        raise dio.DataError(scene_dir / TRANSFORMS, "no image of the DSLR folder has a usable pose")
+    return ImageScene(scene_dir, kept, np.stack([k] * len(kept)), np.stack([cameras[f.name] for f in kept]))
+
+
+def open_scenes(root, split: str = "train", poses: bool = False, on_error: str = "raise") -> list[ImageScene]:
+    """The scenes of a split (``train``/``val``, or a split file path) of a ScanNet++ root; with
+    ``on_error="skip"`` unreadable scenes are logged and left out."""
+    root = Path(root)
+    split_file = Path(split) if split not in SPLITS else root / "splits" / SPLITS[split]
+    scenes = []
+    for scene in read_split(split_file):
+        try:
+            scenes.append(open_scene(root / "data" / scene, poses))
+        except dio.DataError as err:
+            if on_error != "skip":
+                raise
+            logger.warning("skipping ScanNet++ scene %s: %s", scene, err)
+    if not scenes:
+        raise dio.DataError(split_file, "no readable scene in this split")
+    return scenes
+
+
+def open_root(spec, on_error: str = "raise") -> list[ImageScene] | None:
+    """Loader hook: scenes of ``<root>[?poses=1]`` (train split) or ``<root>/splits/<file>.txt[?poses=1]``;
+    None when ``spec`` is not a ScanNet++ root or split file."""
+    path_text, _, query = str(spec).partition("?")
+    options = {key: values[-1] for key, values in parse_qs(query).items()}
+    unknown = sorted(set(options) - {"poses"})
+    path = Path(path_text)
+    if path.suffix == ".txt" and path.parent.name == "splits" and is_root(path.parent.parent):
+        root, split = path.parent.parent, str(path)
+    elif is_root(path):
+        root, split = path, "train"
+    else:
+        return None
+    if unknown:
+        raise ValueError(f"ScanNet++ data {spec!r}: unknown option(s) {unknown}; the only option is ?poses=1")
+    return open_scenes(root, split, options.get("poses", "0").lower() in ("1", "true", "yes"), on_error)

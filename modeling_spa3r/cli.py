@@ -19,6 +19,7 @@ COMMANDS = {
     "pretrain": ("modeling_spa3r.training.pretrain", "main", "PSFM pretraining of Spa3R on HF Trainer"),
     "sft": ("modeling_spa3r.training.sft", "main", "Spa3-VLM supervised fine-tuning on TRL's SFTTrainer"),
     "eval": ("modeling_spa3r.eval_vsibench", "main", "VSI-Bench evaluation (resumable, per-question output)"),
+    "config": ("modeling_spa3r.training.presets", "main", "list the shipped presets / accelerate configs, or print a path"),
 }
 
 

@@ -16,6 +16,7 @@ COMMANDS = {
     "visualize": ("modeling_spa3r.visualize", "main", "predicted vs target feature fields of held-out views (PNG)"),
     "convert": ("modeling_spa3r.cli", "convert_main", "convert official checkpoints (spa3r | vggt | vlm)"),
     "synth": ("modeling_spa3r.data.cli", "main", "generate synthetic rooms, SynthVSI questions and SFT files"),
+    "prepare": ("modeling_spa3r.data.prepare", "main", "real data: ScanNet .sens export, ScanNet++ check, SFT annotations, VSI-Bench videos"),
     "pretrain": ("modeling_spa3r.training.pretrain", "main", "PSFM pretraining of Spa3R on HF Trainer"),
     "sft": ("modeling_spa3r.training.sft", "main", "Spa3-VLM supervised fine-tuning on TRL's SFTTrainer"),
     "eval": ("modeling_spa3r.eval_vsibench", "main", "VSI-Bench evaluation (resumable, per-question output)"),

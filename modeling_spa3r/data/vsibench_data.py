@@ -135,7 +135,7 @@ def _debiased(table, source):
                      "pruned_ids.txt next to it; use a VSI-Bench revision from 2025-11 or later")
 
 
-def _needed_videos(root: Path, questions: list[dict]) -> list[Path]:
+def missing_videos(root: Path, questions: list[dict]) -> list[Path]:
     """Videos (``<dataset>/<scene_name>.mp4``, or a frame folder of that name) the questions need, absent from root."""
     missing = set()
     for question in questions:
@@ -196,7 +196,7 @@ def resolve_video_root(data, video_root, questions: list[dict], prepare: bool = 
     if local.is_dir() and not any((local / f"{name}.zip").is_file() for name in VIDEO_SOURCES):
         return local
     root = lmms_eval_video_root()
-    if prepare and _needed_videos(root, questions):
+    if prepare and missing_videos(root, questions):
         if local.is_dir():
             archives = [local / f"{name}.zip" for name in VIDEO_SOURCES if (local / f"{name}.zip").is_file()]
         else:

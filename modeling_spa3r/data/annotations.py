@@ -131,10 +131,10 @@ def convert_annotations(files, out, media_root=None, on_missing: str = "error", 
     elif report_path.exists():
         report_path.unlink()
     if missing and on_missing == "error":
-        shown = "\n".join(f"  {m['id']}: {root / m['path'] if root else m['path']}" for m in missing[:10])
-        raise dio.DataError(report_path, f"{len(missing)} media file(s) not found (first ones below; all listed in "
-                                         f"this report; pass on_missing='drop' / --drop-missing to leave those "
-                                         f"records out)\n{shown}")
+        shown = "; ".join(f"{m['id']}: {root / m['path'] if root else m['path']}" for m in missing[:3])
+        raise dio.DataError(report_path, f"{len(missing)} media file(s) not found (e.g. {shown}); pass "
+                                         "on_missing='drop' / --drop-missing to leave those records out; all are "
+                                         "listed in this report")
     kept = [r for r, found in zip(records, checks) if not found]
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")

@@ -30,6 +30,8 @@ from .modeling_vggt import (
     select_views,
     validate_pixel_values,
 )
+from .validation import check_cameras, check_targets
+from .validation import check_view_mask as validate_view_mask
 
 # ---------------------------------------------------------------------------------------------------------------------
 # PRoPE: projective positional encoding (arXiv 2507.10496)
@@ -333,18 +335,6 @@ def sample_view_mask(batch: int, num_views: int, mask_ratio: float, generator=No
     return view_mask
 
 
-def validate_view_mask(view_mask: torch.Tensor, batch: int, num_views: int) -> None:
-    if view_mask.shape != (batch, num_views) or view_mask.dtype != torch.bool:
-        raise ValueError(f"view_mask must be a bool tensor of shape ({batch}, {num_views}), got {view_mask.dtype} {tuple(view_mask.shape)}")
-    num_context = (~view_mask).sum(dim=1)
-    if (num_context == 0).any():
-        raise ValueError(f"view_mask has a sample with no context view: {view_mask.tolist()}")
-    if (num_context == num_views).any():
-        raise ValueError(f"view_mask has a sample with no target view: {view_mask.tolist()}")
-    if (num_context != num_context[0]).any():
-        raise ValueError(f"every sample needs the same number of context views, got {num_context.tolist()}")
-
-
 def smooth_l1_and_cosine(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pred, target = pred.float(), target.float()
     cosine = (F.normalize(pred, dim=-1) * F.normalize(target, dim=-1)).sum(-1)
@@ -472,20 +462,10 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             view_mask = sample_view_mask(batch, num_views, self.config.mask_ratio, device=pixel_values.device)
         validate_view_mask(view_mask, batch, num_views)
         targets = {"semantic_targets": semantic_targets, "geometry_targets": geometry_targets, "depth_targets": depth_targets}
-        for name, target in targets.items():
-            if target is not None and (target.ndim != 4 or target.shape[:3] != (batch, num_views, num_patches)):
-                raise ValueError(
-                    f"{name} must be (B, V, h*w, C) = ({batch}, {num_views}, {num_patches}, C), got {tuple(target.shape)}"
-                )
-        if (extrinsics is None) != (intrinsics is None):
-            raise ValueError("pass both extrinsics and intrinsics (ground-truth cameras) or neither")
-        if extrinsics is not None and (
-            extrinsics.shape != (batch, num_views, 3, 4) or intrinsics.shape != (batch, num_views, 3, 3)
-        ):
-            raise ValueError(
-                f"extrinsics / intrinsics must be ({batch}, {num_views}, 3, 4) / ({batch}, {num_views}, 3, 3), got "
-                f"{tuple(extrinsics.shape)} / {tuple(intrinsics.shape)}"
-            )
+        channels = {"semantic_targets": self.config.semantic_size, "depth_targets": 1,
+                    "geometry_targets": self.config.geometry_target_size or vggt.aggregated_size}  # fmt: skip
+        check_targets(targets, batch, num_views, num_patches, channels)
+        check_cameras(extrinsics, intrinsics, batch, num_views)
         asymmetric = self.config.asymmetric_masking if asymmetric_masking is None else asymmetric_masking
         context_views = context_first_order(view_mask)[:, : int((~view_mask[0]).sum())]
         start = self.spa3r.aggregator.patch_start_idx

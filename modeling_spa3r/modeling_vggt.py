@@ -16,24 +16,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_spa3r import VGGTConfig
+from .validation import check_pixel_values as validate_pixel_values  # also used by modeling_spa3r
+from .validation import check_view_mask
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def validate_pixel_values(pixel_values: torch.Tensor, patch_size: int, min_views: int = 1) -> None:
-    """Raise a ValueError naming the problem if `pixel_values` is not a (B, V, 3, H, W) batch the model can take."""
-    if pixel_values.ndim != 5:
-        raise ValueError(f"pixel_values must be (B, V, 3, H, W), got shape {tuple(pixel_values.shape)}")
-    _, num_views, channels, height, width = pixel_values.shape
-    if channels != 3:
-        raise ValueError(f"pixel_values must have 3 (RGB) channels, got {channels} (shape {tuple(pixel_values.shape)})")
-    if height % patch_size or width % patch_size:
-        raise ValueError(f"image height {height} and width {width} must be multiples of the patch size {patch_size}")
-    if num_views < min_views:
-        raise ValueError(f"need at least {min_views} views per sample, got {num_views}")
-    if not pixel_values.is_meta and not torch.isfinite(pixel_values).all():
-        raise ValueError("pixel_values contains NaN or infinite values")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -718,6 +705,8 @@ class VGGTModel(VGGTPreTrainedModel):
         if pixel_values.ndim == 4:
             pixel_values = pixel_values[None]
         validate_pixel_values(pixel_values, self.config.patch_size)
+        if view_mask is not None:
+            check_view_mask(view_mask, *pixel_values.shape[:2], require_target=False)
         image_size_hw = tuple(pixel_values.shape[-2:])
         tokens = self.aggregator(pixel_values, view_mask=view_mask)
         start = self.aggregator.patch_start_idx

@@ -97,7 +97,7 @@ class SceneFolder:
         for name in files:
             pose_path = self.path / "pose" / f"{Path(name).stem}.txt"
             try:
-                poses.append(dio.read_matrix(pose_path))
+                poses.append(dio.read_pose(pose_path))
             except dio.DataError as err:
                 if on_error != "skip":
                     raise

@@ -28,24 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..validation import DataError, check_pinhole, check_pose
+
 DEPTH_SCALE = 1000.0  # depth PNG units per metre
 JPEG_QUALITY = 95
-
-
-class DataError(ValueError):
-    """A bad or missing input file; ``path`` is the file (or folder) at fault.
-
-    ``DataError(message_with_path)`` (one argument) is accepted too: torch's DataLoader re-creates a
-    worker's exception from its message alone, and this keeps the type across the process boundary.
-    """
-
-    def __init__(self, path, message: str | None = None):
-        if message is None:
-            self.path = None
-            super().__init__(str(path))
-        else:
-            self.path = Path(path)
-            super().__init__(f"{message}: {self.path}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,6 +159,11 @@ def read_color(path: Path) -> np.ndarray:
 def read_depth(path: Path, scale: float = DEPTH_SCALE) -> np.ndarray:
     """Depth PNG -> float32 metres (H, W); 0 stays 0 (invalid)."""
     image = _open_image(path, "depth")
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise DataError(
+            path, f"depth PNG must be 16-bit (uint16 millimetres), got PIL mode {image.mode!r} "
+            "(an 8-bit depth map would be read ~16x too small)",
+        )
     depth = np.asarray(image, dtype=np.float32)
     if depth.ndim != 2:
         raise DataError(path, f"depth image must have one channel, got shape {depth.shape}")
@@ -216,7 +207,15 @@ def read_intrinsics(path: Path) -> np.ndarray:
         raise DataError(path, "missing intrinsics file")
     size = len(path.read_text().split())
     matrix = read_matrix(path, (4, 4) if size == 16 else (3, 3), kind="intrinsics")
+    check_pinhole(matrix[:3, :3], path)
     return matrix[:3, :3]
+
+
+def read_pose(path: Path) -> np.ndarray:
+    """4x4 camera-to-world pose, checked to be rigid (rotation and translation)."""
+    matrix = read_matrix(path)
+    check_pose(matrix, path)
+    return matrix
 
 
 def frame_sort_key(name: str) -> tuple:

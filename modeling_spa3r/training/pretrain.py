@@ -23,11 +23,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..configuration_spa3r import Spa3RConfig
 from ..data.datasets import PRESETS, MultiViewDataset, ViewBudgetBatchSampler, collate_views
 from ..modeling_spa3r import Spa3RForPretraining, sample_view_mask
+from .checkpoints import train_resumable
 from .presets import parse_arguments
 
 logger = logging.getLogger(__name__)
@@ -322,12 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
         views=data_args.views,
         images_per_device=data_args.images_per_device,
     )
-    resume = training_args.resume_from_checkpoint
-    if resume == "last":
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume is None:
-            logger.info("no checkpoint in %s: starting from scratch", training_args.output_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = train_resumable(trainer, training_args.resume_from_checkpoint)
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import datasets
 from PIL import Image
+from transformers import TrainerState
+from transformers.trainer import _is_peft_model
 from trl import SFTConfig, SFTTrainer
 
 from ..modeling_spa3_vlm import Spa3VLMForConditionalGeneration
 from ..processing_spa3_vlm import Spa3VLMProcessor, load_video_frames
+from .checkpoints import load_checkpoint_weights, train_resumable
 from .presets import parse_arguments
 
 logger = logging.getLogger(__name__)
@@ -165,6 +168,22 @@ def _text(text: str) -> list[dict]:
     return [{"type": "text", "text": text}] if text else []
 
 
+class ResumableSFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose resume restores everything the uninterrupted run had: the weights under the model's own
+    key names (Qwen2.5-VL checkpoints are saved in the legacy layout, which `Trainer`'s non-strict
+    `load_state_dict` would silently skip) and TRL's running token count."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model if model is not None else self.model
+        if _is_peft_model(model) or not os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors")):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        else:
+            load_checkpoint_weights(model, resume_from_checkpoint)
+        history = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, "trainer_state.json")).log_history
+        tokens = [entry["num_tokens"] for entry in history if "num_tokens" in entry]
+        self._total_train_tokens = int(tokens[-1]) if tokens else 0
+
+
 def build_model(args: ModelArguments) -> Spa3VLMForConditionalGeneration:
     if args.model_name_or_path and (args.qwen_model_path or args.spa3r_model_path):
         raise ValueError("pass either --model_name_or_path or --qwen_model_path with --spa3r_model_path, not both")
@@ -252,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     counts = set_trainable(model, model_args)
     logger.info("trainable parameters per part (before LoRA): %s", counts)
     processor = build_processor(model_args, data_args)
-    trainer = SFTTrainer(
+    trainer = ResumableSFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
@@ -260,12 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=processor,
         peft_config=lora_config(model_args) if model_args.use_lora else None,
     )
-    resume = training_args.resume_from_checkpoint
-    if resume == "last":
-        resume = os.path.isdir(training_args.output_dir) and any(
-            name.startswith("checkpoint-") for name in os.listdir(training_args.output_dir)
-        )
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    result = train_resumable(trainer, training_args.resume_from_checkpoint)
     trainer.save_model()
     processor.save_pretrained(training_args.output_dir)
     trainer.log_metrics("train", result.metrics)

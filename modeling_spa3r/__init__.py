@@ -1,48 +1,33 @@
 """Spa3R and Spa3-VLM for transformers.
 
-Importing the package registers the configurations and models with the transformers Auto classes.
+Importing the package is cheap (no torch, no transformers); the classes below load on first use, and they are
+registered with the transformers Auto classes as soon as transformers is imported (see `registration`).
 """
 
-from transformers import AutoConfig, AutoModel
+from importlib import import_module
 
-from .configuration_spa3r import Spa3RConfig, VGGTConfig
-from .modeling_spa3r import Spa3RForPretraining, Spa3RModel, Spa3RPreTrainedModel
-from .modeling_vggt import VGGTModel
+from .registration import register_auto_classes, register_when_transformers_is_imported
 
-AutoConfig.register("vggt", VGGTConfig, exist_ok=True)
-AutoConfig.register("spa3r", Spa3RConfig, exist_ok=True)
-AutoModel.register(VGGTConfig, VGGTModel, exist_ok=True)
-AutoModel.register(Spa3RConfig, Spa3RModel, exist_ok=True)
-# saved configs get an `auto_map` (and the module files are copied) so Hub repos work with trust_remote_code=True
-VGGTConfig.register_for_auto_class()
-Spa3RConfig.register_for_auto_class()
-VGGTModel.register_for_auto_class("AutoModel")
-Spa3RModel.register_for_auto_class("AutoModel")
+_EXPORTS = {
+    "Spa3RConfig": "configuration_spa3r",
+    "VGGTConfig": "configuration_spa3r",
+    "Spa3RForPretraining": "modeling_spa3r",
+    "Spa3RModel": "modeling_spa3r",
+    "Spa3RPreTrainedModel": "modeling_spa3r",
+    "VGGTModel": "modeling_vggt",
+    "Spa3VLMConfig": "configuration_spa3_vlm",
+    "Spa3VLMForConditionalGeneration": "modeling_spa3_vlm",
+    "Spa3VLMModel": "modeling_spa3_vlm",
+    "Spa3VLMProcessor": "processing_spa3_vlm",
+}
 
-__all__ = [
-    "Spa3RConfig",
-    "Spa3RForPretraining",
-    "Spa3RModel",
-    "Spa3RPreTrainedModel",
-    "VGGTConfig",
-    "VGGTModel",
-]
+__all__ = sorted(_EXPORTS) + ["register_auto_classes"]
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Spa3-VLM (Qwen2.5-VL + Spa3R): Auto classes in-process, and `auto_map` + copied module files for trust_remote_code.
-# ---------------------------------------------------------------------------------------------------------------------
-from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
 
-from .configuration_spa3_vlm import Spa3VLMConfig  # noqa: E402
-from .modeling_spa3_vlm import Spa3VLMForConditionalGeneration, Spa3VLMModel  # noqa: E402
-from .processing_spa3_vlm import Spa3VLMProcessor  # noqa: E402
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
 
-AutoConfig.register("spa3_vlm", Spa3VLMConfig, exist_ok=True)
-AutoModel.register(Spa3VLMConfig, Spa3VLMModel, exist_ok=True)
-AutoModelForImageTextToText.register(Spa3VLMConfig, Spa3VLMForConditionalGeneration, exist_ok=True)
-AutoProcessor.register(Spa3VLMConfig, Spa3VLMProcessor, exist_ok=True)
-Spa3VLMConfig.register_for_auto_class()
-Spa3VLMForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
-Spa3VLMProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ += ["Spa3VLMConfig", "Spa3VLMForConditionalGeneration", "Spa3VLMModel", "Spa3VLMProcessor"]
+register_when_transformers_is_imported()

@@ -76,15 +76,17 @@ def _question_file(folder: Path, debiased: bool) -> tuple[Path, bool]:
                             f"{', '.join(expected)}")
 
 
-def _load(path: str, **kwargs):
+def _load(source, *args, **kwargs):
+    """``datasets.load_dataset(*args, **kwargs)``; a file that does not parse is a DataError naming ``source``."""
     import datasets
 
     try:
-        return datasets.load_dataset(path, **kwargs)
+        return datasets.load_dataset(*args, **kwargs)
     except (FileNotFoundError, ValueError):
         raise
     except Exception as err:  # datasets wraps parse errors of bad files in its own exception types
-        raise dio.DataError(path, f"datasets.load_dataset failed ({type(err).__name__}: {err})") from err
+        cause = f"; {type(err.__cause__).__name__}: {err.__cause__}" if err.__cause__ else ""
+        raise dio.DataError(source, f"datasets.load_dataset failed ({type(err).__name__}: {err}{cause})") from err
 
 
 def load_vsibench(data, debiased: bool = False):
@@ -95,26 +97,26 @@ def load_vsibench(data, debiased: bool = False):
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"{path}: unsupported question file type {path.suffix!r} (use .parquet, .jsonl or .json)")
-        table, source = _load(builder, data_files=str(path), split="train"), path
+        table, source = _load(path, builder, data_files=str(path), split="train"), path
     elif path.is_dir():
         configs = _readme_configs(path)
         if configs:
             name = "debiased" if debiased and "debiased" in configs else ("full" if "full" in configs else None)
             subset_done = name == "debiased"
-            table, source = _load(str(path), name=name, split="test"), path / "README.md"
+            table, source = _load(path, str(path), name=name, split="test"), path / "README.md"
         else:
             source, subset_done = _question_file(path, debiased)
-            table = _load(_BUILDERS[source.suffix], data_files=str(source), split="train")
+            table = _load(source, _BUILDERS[source.suffix], data_files=str(source), split="train")
     elif _HUB_ID.match(str(data)):
         table, source = None, str(data)
         if debiased:
             try:
-                table, subset_done = _load(str(data), name="debiased", split="test"), True
+                table, subset_done = _load(data, str(data), name="debiased", split="test"), True
             except ValueError as err:  # an older revision without the debiased config
                 if "BuilderConfig" not in str(err):
                     raise
         if table is None:
-            table = _load(str(data), split="test")
+            table = _load(data, str(data), split="test")
     else:
         raise FileNotFoundError(f"VSI-Bench data not found: {data} (a local folder or file, or a Hub id such as "
                                 f"{HUB_DATASET})")

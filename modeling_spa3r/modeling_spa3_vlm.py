@@ -6,6 +6,7 @@ scene, N image tokens of a scene (all its images after Qwen's patch merger), C t
 D Spa3R width, heads = `config.geometry_num_attention_heads`, d = C / heads.
 """
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
+from transformers.configuration_utils import PreTrainedConfig
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import WeightRenaming
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -549,6 +551,56 @@ def _read_official_config(path, kwargs) -> dict | None:
     if config_dict.get("model_type") == "qwen2_5_vl" and "use_geometry_encoder" in config_dict:
         return config_dict
     return None
+
+
+def _is_official_config(config) -> bool:
+    """A Qwen2.5-VL config object carrying the official Spa3-VLM geometry encoder (not our Spa3VLMConfig)."""
+    return (
+        not isinstance(config, Spa3VLMConfig)
+        and getattr(config, "model_type", None) == "qwen2_5_vl"
+        and bool(getattr(config, "use_geometry_encoder", False))
+    )
+
+
+def refuse_official_checkpoint(model_class, pretrained_model_name_or_path, kwargs: dict) -> None:
+    """Raise if a class other than Spa3-VLM's is asked to load an official Spa3-VLM checkpoint."""
+    config = kwargs.get("config")
+    if isinstance(config, PreTrainedConfig):
+        official = _is_official_config(config)
+    else:
+        try:
+            found = _read_official_config(config or pretrained_model_name_or_path, kwargs)
+        except OSError:
+            found = None  # nothing this check can read: transformers reports it
+        official = bool(found and found["use_geometry_encoder"])
+    if official:
+        subfolder = kwargs.get("subfolder")
+        where = repr(str(pretrained_model_name_or_path)) + (f", subfolder={subfolder!r}" if subfolder else "")
+        raise ValueError(
+            f"{where} is an official Spa3-VLM checkpoint (a qwen2_5_vl config with use_geometry_encoder=true): "
+            f"{model_class.__name__} would load it as plain Qwen2.5-VL without its geometry encoder and fusion. "
+            f"Load it with `Spa3VLMForConditionalGeneration.from_pretrained({where})` after `import modeling_spa3r` "
+            "(converted on the fly), or convert it once: `spa3r convert vlm --input DIR --output DIR`."
+        )
+
+
+def _guard_qwen_from_pretrained() -> None:
+    """The Qwen2.5-VL classes, hence the Auto classes mapped to them, refuse official Spa3-VLM checkpoints."""
+    if getattr(Qwen2_5_VLPreTrainedModel.from_pretrained, "refuses_official_spa3_vlm", False):
+        return
+    original = Qwen2_5_VLPreTrainedModel.from_pretrained.__func__
+
+    @functools.wraps(original)
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        if not issubclass(cls, Spa3VLMPreTrainedModel):
+            refuse_official_checkpoint(cls, pretrained_model_name_or_path, kwargs)
+        return original(cls, pretrained_model_name_or_path, *model_args, **kwargs)
+
+    from_pretrained.refuses_official_spa3_vlm = True
+    Qwen2_5_VLPreTrainedModel.from_pretrained = classmethod(from_pretrained)
+
+
+_guard_qwen_from_pretrained()
 
 
 def _checkpoint_keys(path, kwargs) -> list[str]:

@@ -252,6 +252,19 @@ class Spa3RPreTrainedModel(VGGTPreTrainedModel):
     config_class = Spa3RConfig
     base_model_prefix = "spa3r"
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        r"""
+        A transformers checkpoint, or the authors' Lightning `spa3r.ckpt` (a folder or Hub repo holding it, e.g.
+        `hustvl/Spa3-VLM`; `filename=` / `subfolder=` as needed), converted in memory (see `official.py`).
+        """
+        from .official import load_official_spa3r, official_spa3r_checkpoint
+
+        checkpoint = official_spa3r_checkpoint(pretrained_model_name_or_path, kwargs)
+        if checkpoint is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return load_official_spa3r(cls, checkpoint, **kwargs)
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, Spa3RTransformer):

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from .contact_sheet import write_contact_sheet
+from .priors import format_prior_table
 from .synthetic import SynthConfig, generate_dataset
+from .synthvsi import QUESTION_TYPES, VSIBENCH_TYPE_COUNTS
 
 
 def _generate(argv: list[str]) -> None:
@@ -39,6 +41,25 @@ def _generate(argv: list[str]) -> None:
                                val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     print(json.dumps({"out": str(args.out), "questions": summary["questions"],
                       "scenes": {k: len(v) for k, v in summary["splits"].items()}}))
+    print(dataset_report(summary))
+
+
+def dataset_report(summary: dict) -> str:
+    """The question mix per split next to VSI-Bench's, and the blind-prior table (if computed)."""
+    total_vsi = sum(VSIBENCH_TYPE_COUNTS.values())
+    counts = {qt: sum(summary["question_types"].get(s, {}).get(qt, 0) for s in summary["question_types"])
+              for qt in QUESTION_TYPES}
+    total = max(1, sum(counts.values()))
+    lines = ["| question type | questions | share % | VSI-Bench share % |", "|---|---:|---:|---:|"]
+    lines += [f"| {qt} | {counts[qt]} | {100 * counts[qt] / total:.1f} | {100 * VSIBENCH_TYPE_COUNTS[qt] / total_vsi:.1f} |"
+              for qt in QUESTION_TYPES]
+    priors = summary.get("blind_priors")
+    if priors is None:
+        lines.append("blind priors: not computed (needs questions in train and in val + test)")
+    else:
+        lines.append(f"blind priors (fit on {priors['fit']}, scored on {priors['scored']}, x100):")
+        lines.append(format_prior_table(priors["per_type"], priors["tasks"], priors["text_prior"], priors["counts"]))
+    return "\n".join(lines)
 
 
 def _contact_sheet(argv: list[str]) -> None:

@@ -276,20 +276,26 @@ class BlindPriors:
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # question_type -> (train, eval)
 
     def table(self) -> str:
-        """Markdown table (x100): one row per question type, then the official tasks and overall."""
-        lines = ["| question type | train | eval | chance | frequent | text | text - chance | text prior |",
-                 "|---|---:|---:|---:|---:|---:|---:|---|"]
-        for qt in vsibench.QUESTION_TYPES:
-            if qt not in self.per_type["chance"]:
-                continue
-            c, f, t = (100 * self.per_type[p][qt] for p in PRIORS)
-            lines.append(f"| {qt} | {self.counts[qt][0]} | {self.counts[qt][1]} | {c:.1f} | {f:.1f} | {t:.1f} | "
-                         f"{t - c:+.1f} | {self.text_family[qt]} |")
-        for key in (*vsibench.TASK_KEYS, "overall"):
-            if key in self.tasks["chance"] and (key == "overall" or "direction" in key):
-                c, f, t = (100 * self.tasks[p][key] for p in PRIORS)
-                lines.append(f"| **{key}** | | | {c:.1f} | {f:.1f} | {t:.1f} | {t - c:+.1f} | |")
-        return "\n".join(lines)
+        """Markdown table (x100): one row per question type, then the relative-direction task and overall."""
+        return format_prior_table(self.per_type, self.tasks, self.text_family, self.counts)
+
+
+def format_prior_table(per_type: dict, tasks: dict, text_family: dict, counts: dict | None = None) -> str:
+    """Markdown table (x100) of :class:`BlindPriors` fields (also as read back from ``dataset.json``)."""
+    lines = ["| question type | train | eval | chance | frequent | text | text - chance | text prior |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for qt in vsibench.QUESTION_TYPES:
+        if qt not in per_type["chance"]:
+            continue
+        c, f, t = (100 * per_type[p][qt] for p in PRIORS)
+        n_train, n_eval = counts[qt] if counts else ("", "")
+        lines.append(f"| {qt} | {n_train} | {n_eval} | {c:.1f} | {f:.1f} | {t:.1f} | {t - c:+.1f} | "
+                     f"{text_family[qt]} |")
+    for key in ("object_rel_direction_accuracy", "overall"):
+        if key in tasks["chance"]:
+            c, f, t = (100 * tasks[p][key] for p in PRIORS)
+            lines.append(f"| **{key}** | | | {c:.1f} | {f:.1f} | {t:.1f} | {t - c:+.1f} | |")
+    return "\n".join(lines)
 
 
 def _per_type_scores(train_records: list[dict], eval_records: list[dict]):

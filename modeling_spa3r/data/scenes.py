@@ -51,6 +51,17 @@ MAX_ON_TOP_HEIGHT = {"lamp": 0.8, "plant": 0.6}
 AGAINST_WALL = ("desk", "sofa", "bed", "cabinet", "shelf", "refrigerator", "toilet", "sink",
                 "nightstand", "washer", "stove")
 
+#: Furniture every room of a type gets first (a bedroom has a bed, a bathroom a toilet and a sink).
+ROOM_ANCHORS = {
+    "living_room": ("sofa", "table", "tv"),
+    "bedroom": ("bed", "nightstand", "pillow", "lamp"),
+    "office": ("desk", "chair", "monitor"),
+    "kitchen": ("refrigerator", "stove", "sink", "table"),
+    "bathroom": ("toilet", "sink", "trash can"),
+}
+#: Tables and desks get this many chairs (range) pulled up to them.
+CHAIRS_AROUND = {"table": (2, 4), "desk": (1, 1)}
+
 #: Room types: category -> relative frequency of each furniture pick.
 ROOM_TYPES = {
     "living_room": {"sofa": 3, "table": 3, "chair": 4, "cabinet": 2, "tv": 3, "lamp": 2, "plant": 3,
@@ -358,8 +369,11 @@ def _build_sink(rng):
 
 
 def _build_trash_can(rng):
+    """A square bin with a darker lid rim (plants are round and green; bins must not look like them)."""
     d, h = _u(rng, 0.25, 0.4), _u(rng, 0.35, 0.7)
-    return (d, d, h), [_cyl(0, 0, 0, d, h, _color(rng, "plastic"))]
+    body = _color(rng, "metal" if rng.random() < 0.5 else "dark")
+    return (d, d, h), [_box(0, 0, 0, d * 0.92, d * 0.92, h - 0.04, body),
+                       _box(0, 0, h - 0.04, d, d, 0.04, body * 0.6)]
 
 
 def _build_tv(rng):
@@ -385,9 +399,14 @@ def _build_lamp(rng):
 
 
 def _build_plant(rng):
+    """A terracotta pot with three tiers of foliage narrowing upwards (a small tree)."""
     d, h = _u(rng, 0.25, 0.5), _u(rng, 0.4, 1.2)
-    return (d, d, h), [_cyl(0, 0, 0, d * 0.7, h * 0.3, _color(rng, "terracotta")),
-                       _cyl(0, 0, h * 0.3, d, h * 0.7, _color(rng, "green"), TEX_FABRIC)]
+    green = _color(rng, "green")
+    parts = [_cyl(0, 0, 0, d * 0.55, h * 0.25, _color(rng, "terracotta"))]
+    for k, (width, share) in enumerate(((1.0, 0.3), (0.75, 0.25), (0.45, 0.2))):
+        z0 = h * (0.25 + sum(sh for _, sh in ((1.0, 0.3), (0.75, 0.25), (0.45, 0.2))[:k]))
+        parts.append(_cyl(0, 0, z0, d * width, h * share, green * (1.0 - 0.1 * k), TEX_FABRIC))
+    return (d, d, h), parts
 
 
 def _build_nightstand(rng):
@@ -408,7 +427,12 @@ def _build_washer(rng):
 
 
 def _build_stove(rng):
-    return _build_appliance(rng, (0.58, 0.76), (0.58, 0.65), (0.88, 0.93), "dark")
+    """A white box with a dark hob, four burners and an oven window (washers have none of these)."""
+    size, parts = _build_appliance(rng, (0.58, 0.76), (0.58, 0.65), (0.88, 0.93), "dark")
+    l, w, h = size
+    parts += [_cyl(sx * l / 4, sy * w / 4, h, 0.16, 0.015, _color(rng, "metal")) for sx in (-1, 1) for sy in (-1, 1)]
+    parts.append(_box(0, w / 2 - 0.005, 0.15, l * 0.7, 0.01, 0.35, _color(rng, "dark"), TEX_SCREEN))
+    return (l, w, h + 0.015), parts
 
 
 def _build_microwave(rng):
@@ -550,31 +574,61 @@ def _door_keepout(objects: list[SceneObject]) -> list[np.ndarray]:
     return zones
 
 
-def _try_floor(rng, category, room, objects, spans, free_check) -> bool:
-    size, parts = BUILDERS[category](rng)
+def _fits_floor(foot: np.ndarray, room: Room, objects: list[SceneObject]) -> bool:
+    """Inside the room, clear of floor furniture (5 cm gap) and of the space in front of doors."""
+    if foot.min(0)[0] < 0 or foot.min(0)[1] < 0 or foot.max(0)[0] > room.width or foot.max(0)[1] > room.depth:
+        return False
+    blockers = [o.footprint() for o in objects if o.support == 0] + _door_keepout(objects)
+    return not any(rects_overlap(foot, b, margin=0.05) for b in blockers)
+
+
+def _try_floor(rng, category, room, objects, spans, free_check, built=None) -> bool:
+    size, parts = built or BUILDERS[category](rng)
     pose = _floor_pose(rng, category, size, room, spans)
     if pose is None:
         return False
     xy, yaw = pose
-    foot = rect_corners(xy, size, yaw)
-    if foot.min(0)[0] < 0 or foot.min(0)[1] < 0 or foot.max(0)[0] > room.width or foot.max(0)[1] > room.depth:
-        return False
-    blockers = [o.footprint() for o in objects if o.support == 0] + _door_keepout(objects)
-    if any(rects_overlap(foot, b, margin=0.05) for b in blockers):
+    if not _fits_floor(rect_corners(xy, size, yaw), room, objects):
         return False
     obj = _instantiate(len(objects) + 1, category, size, parts, xy, 0.0, yaw, 0)
     if not free_check(objects + [obj]):
         return False
     objects.append(obj)
+    if category in CHAIRS_AROUND:
+        _chairs_around(rng, obj, room, objects, free_check)
     return True
 
 
-def _try_on_top(rng, category, objects) -> bool:
+def _chairs_around(rng, table: SceneObject, room: Room, objects: list[SceneObject], free_check) -> None:
+    """Pull chairs up to a table (both long sides) or a desk (its front), each facing it."""
+    lo, hi = CHAIRS_AROUND[table.category]
+    wanted = int(rng.integers(lo, hi + 1))
+    rot = rotation_z(table.yaw)[:2, :2]
+    sides = (1.0,) if table.category == "desk" else (1.0, -1.0)  # desks stand against a wall (back = -y)
+    slots = [(sx * table.size[0] / 4 if table.size[0] > 1.1 else 0.0, sy) for sy in sides for sx in (-1, 1)]
+    for k in rng.permutation(len(slots)):
+        if wanted == 0:
+            break
+        along, side = slots[k]
+        size, parts = _build_chair(rng)
+        offset = side * (table.size[1] / 2 + size[1] / 2 + _u(rng, 0.06, 0.2))  # just clear of the table
+        xy = table.center[:2] + rot @ np.array([along, offset])
+        yaw = table.yaw + (math.pi if side > 0 else 0.0) + _u(rng, -0.2, 0.2)  # backrest away from the table
+        if not _fits_floor(rect_corners(xy, size, yaw), room, objects):
+            continue
+        chair = _instantiate(len(objects) + 1, "chair", size, parts, xy, 0.0, yaw, 0)
+        if not free_check(objects + [chair]):
+            continue
+        objects.append(chair)
+        wanted -= 1
+
+
+def _try_on_top(rng, category, objects, built=None) -> bool:
     supports = [o for o in objects if o.category in ON_TOP[category]]
     if not supports:
         return False
     sup = supports[int(rng.integers(len(supports)))]
-    size, parts = BUILDERS[category](rng)
+    size, parts = built or BUILDERS[category](rng)
     if size[2] > MAX_ON_TOP_HEIGHT.get(category, math.inf):
         return False
     top_l, top_w = sup.size[0], sup.size[1]
@@ -605,12 +659,31 @@ def _support_height(sup: SceneObject) -> float:
     return bottom + sup.size[2]
 
 
+def _place(rng, category, room, objects, spans, check, attempts: int = 1) -> bool:
+    """Place one ``category`` object: small objects on a support (short lamps and plants too, tall
+    ones on the floor), everything else on the floor; up to ``attempts`` tries."""
+    for _ in range(attempts):
+        if category in ON_TOP:
+            built = BUILDERS[category](rng)
+            if built[0][2] <= MAX_ON_TOP_HEIGHT.get(category, math.inf):
+                if _try_on_top(rng, category, objects, built):
+                    return True
+                continue
+            if _try_floor(rng, category, room, objects, spans, check, built):
+                return True
+        elif _try_floor(rng, category, room, objects, spans, check):
+            return True
+    return False
+
+
 def generate_scene(seed: int, min_objects: int = 4, max_objects: int = 25, free_check=None) -> Scene:
     """Generate one room deterministically from ``seed``.
 
-    ``free_check(room)`` may return a predicate ``(objects) -> bool`` that vetoes a floor placement
-    (``trajectory.walkable_check`` keeps walkable space connected); by default any non-overlapping
-    placement is accepted.
+    The room type's anchor furniture comes first (:data:`ROOM_ANCHORS`), tables and desks get chairs,
+    then furniture and small objects drawn by the type's frequencies fill the room up to a target
+    count that grows with the floor area. ``free_check(room)`` may return a predicate
+    ``(objects) -> bool`` that vetoes a floor placement (``trajectory.walkable_check`` keeps walkable
+    space connected); by default any non-overlapping placement is accepted.
     """
     rng = np.random.default_rng(seed)
     room = _sample_room(rng)
@@ -618,22 +691,22 @@ def generate_scene(seed: int, min_objects: int = 4, max_objects: int = 25, free_
     if room_type == "bathroom" and room.width * room.depth > 20:
         room_type = "living_room"
     area = room.width * room.depth
-    upper = int(np.clip(round(4 + area / 2.5), min_objects, max_objects))
-    target = int(rng.integers(min_objects, upper + 1))
+    upper = int(np.clip(round(6 + area / 2), min_objects, max_objects))
+    target = int(rng.integers(max(min_objects, round(0.6 * upper)), upper + 1))
     objects: list[SceneObject] = []
     n_windows = int(rng.integers(0, 3)) if target >= 6 else 0
     spans = _place_openings(rng, room, objects, n_windows)
+    check = free_check(room) if free_check else (lambda objs: True)
+    for category in ROOM_ANCHORS[room_type]:
+        if len(objects) < target:
+            _place(rng, category, room, objects, spans, check, attempts=30)
     weights = ROOM_TYPES[room_type]
     cats = sorted(weights)
-    probs = np.array([weights[c] for c in cats], dtype=float)
-    probs /= probs.sum()
-    check = free_check(room) if free_check else (lambda objs: True)
     attempts = 0
     while len(objects) < target and attempts < 400:
         attempts += 1
-        category = cats[int(rng.choice(len(cats), p=probs))]
-        if category in ON_TOP and (category not in MAX_ON_TOP_HEIGHT or rng.random() < 0.5):
-            _try_on_top(rng, category, objects)
-        else:
-            _try_floor(rng, category, room, objects, spans, check)
-    return Scene(seed, room_type, room, objects)
+        # categories already in the room are drawn less often, so most categories stay unique
+        present = [sum(o.category == c for o in objects) for c in cats]
+        probs = np.array([weights[c] / (1.0 + 4.0 * n) for c, n in zip(cats, present)])
+        _place(rng, cats[int(rng.choice(len(cats), p=probs / probs.sum()))], room, objects, spans, check)
+    return Scene(seed, room_type, room, objects[:max_objects])

@@ -6,7 +6,8 @@ Output layout of :func:`generate_dataset` (``<out>`` is also the VSI-Bench video
     <out>/synthvsi/<scene_name>.mp4          the trajectory video, VSI-Bench path convention
     <out>/synthvsi_<split>.jsonl             SynthVSI questions (VSI-Bench record format)
     <out>/sft/synthvsi_train_sft.json        SFT conversations for the train split (VSI-590K style)
-    <out>/dataset.json                       generation settings, splits, scene seeds, counts
+    <out>/dataset.json                       generation settings, splits, scene seeds, question counts per
+                                             type, blind-prior scores (train -> val + test, see ``priors``)
 
 Scene seeds of the train/val/test splits come from disjoint ranges (``scene_seed``), so no scene
 is shared between splits. Everything is byte-identical for the same arguments.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 from . import io as dio
 from .render import pack_scene, render
 from .scenes import SEMANTIC_CLASSES, generate_scene
+from .priors import blind_priors
 from .synthvsi import build_questions, build_sft
 from .trajectory import make_trajectory, walkable_check
 
@@ -158,8 +161,9 @@ def generate_dataset(out_dir, num_scenes: int, seed: int = 0, config: SynthConfi
             metas = list(tqdm(pool.imap(_render_job, jobs), **bar))
     else:
         metas = [_render_job(job) for job in tqdm(jobs, **bar)]
-    summary = {"dataset": DATASET_NAME, "seed": seed, "config": asdict(config), "splits": {}, "questions": {}}
-    next_id = 0
+    summary = {"dataset": DATASET_NAME, "seed": seed, "config": asdict(config), "splits": {}, "questions": {},
+               "question_types": {}}
+    next_id, split_records = 0, {}
     for split in SPLITS:
         split_metas = [m for m in metas if split_of[m["scene_name"]] == split]
         records = build_questions(split_metas, np.random.default_rng([seed, SPLITS.index(split), 7]), DATASET_NAME,
@@ -168,8 +172,20 @@ def generate_dataset(out_dir, num_scenes: int, seed: int = 0, config: SynthConfi
         dio.write_jsonl(out / f"{DATASET_NAME}_{split}.jsonl", records)
         summary["splits"][split] = {m["scene_name"]: m["seed"] for m in split_metas}
         summary["questions"][split] = len(records)
+        summary["question_types"][split] = dict(sorted(Counter(r["question_type"] for r in records).items()))
+        split_records[split] = records
         if split == "train":
             (out / "sft").mkdir(exist_ok=True)
             dio.write_json(out / "sft" / f"{DATASET_NAME}_train_sft.json", build_sft(records))
+    held_out = split_records["val"] + split_records["test"]
+    if split_records["train"] and held_out:
+        try:
+            priors = blind_priors(split_records["train"], held_out)
+        except ValueError:  # no question type in both train and val + test (tiny datasets)
+            priors = None
+        if priors is not None:
+            summary["blind_priors"] = {"fit": "train", "scored": "val + test", "per_type": priors.per_type,
+                                       "tasks": priors.tasks, "text_prior": priors.text_family,
+                                       "counts": priors.counts}
     dio.write_json(out / "dataset.json", summary)
     return summary

@@ -57,29 +57,34 @@ def free_space(room: Room, objects: list[SceneObject], clearance: float = CLEARA
     return free
 
 
+def _flood(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    """The 8-connected component of ``mask`` containing ``seed`` (repeated 3x3 dilation inside mask)."""
+    comp = np.zeros_like(mask)
+    comp[seed] = True
+    while True:
+        rows = comp.copy()
+        rows[1:] |= comp[:-1]
+        rows[:-1] |= comp[1:]
+        grown = rows.copy()
+        grown[:, 1:] |= rows[:, :-1]
+        grown[:, :-1] |= rows[:, 1:]
+        grown &= mask
+        if np.array_equal(grown, comp):
+            return comp
+        comp = grown
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean grid."""
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    best, best_size, current = 0, 0, 0
-    ny, nx = mask.shape
-    for start in zip(*np.nonzero(mask)):
-        if labels[start]:
-            continue
-        current += 1
-        labels[start] = current
-        queue, size = deque([start]), 0
-        while queue:
-            j, i = queue.popleft()
-            size += 1
-            for dj in (-1, 0, 1):
-                for di in (-1, 0, 1):
-                    a, b = j + dj, i + di
-                    if 0 <= a < ny and 0 <= b < nx and mask[a, b] and not labels[a, b]:
-                        labels[a, b] = current
-                        queue.append((a, b))
-        if size > best_size:
-            best, best_size = current, size
-    return labels == best if best else np.zeros_like(mask)
+    """The largest 8-connected component of a boolean grid (the first found in row-major order on ties)."""
+    left = mask.copy()
+    best, best_size = np.zeros_like(mask), 0
+    while left.any():
+        start = np.unravel_index(int(np.argmax(left)), left.shape)  # first free cell, row-major
+        comp = _flood(left, start)
+        left &= ~comp
+        if comp.sum() > best_size:
+            best, best_size = comp, int(comp.sum())
+    return best
 
 
 def walkable_check(room: Room, min_fraction: float = 0.45):
@@ -159,6 +164,29 @@ def look_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return np.stack([right, down, forward], axis=1)
 
 
+def _gaze_yaw(pos: np.ndarray, objects: list[SceneObject], hfov: float) -> np.ndarray:
+    """Per-frame viewing heading (N,) that keeps furniture in view: at each position the heading (of
+    72) seeing the most object "weight" (footprint size over distance) within the central field of
+    view, unwrapped and smoothed so the camera pans like a person scanning the room."""
+    if not objects:
+        return np.zeros(len(pos))
+    centres = np.array([o.center[:2] for o in objects])  # (O, 2)
+    weight = np.array([math.sqrt(o.size[0] * o.size[1]) + 0.2 for o in objects])  # (O,)
+    rel = centres[None] - pos[:, None]  # (N, O, 2)
+    dist = np.maximum(np.linalg.norm(rel, axis=2), 0.5)  # (N, O)
+    bearing = np.arctan2(rel[..., 1], rel[..., 0])  # (N, O)
+    candidates = np.linspace(-math.pi, math.pi, 72, endpoint=False)  # (Y,)
+    off = np.angle(np.exp(1j * (bearing[:, None, :] - candidates[None, :, None])))  # (N, Y, O)
+    seen = np.exp(-(off / (0.35 * hfov)) ** 2) * (weight / dist)[:, None, :]
+    score = seen.sum(2)  # (N, Y)
+    window = 15  # frames of temporal smoothing of the scores, so the gaze does not flick around
+    padded = np.pad(score, ((window // 2, window // 2), (0, 0)), mode="edge")
+    cumulative = np.concatenate([np.zeros((1, score.shape[1])), np.cumsum(padded, axis=0)])
+    score = (cumulative[window:] - cumulative[:-window]) / window  # (N, Y)
+    best = candidates[np.argmax(score, axis=1)]  # (N,)
+    return _smooth(np.stack([np.unwrap(best)] * 2, 1), 21, 3)[:, 0]
+
+
 def make_trajectory(rng: np.random.Generator, room: Room, objects: list[SceneObject], num_frames: int,
                     hfov_range: tuple[float, float] = (60.0, 90.0)) -> Trajectory:
     """A smooth walk through the room's free space at eye height, looking around."""
@@ -181,11 +209,10 @@ def make_trajectory(rng: np.random.Generator, room: Room, objects: list[SceneObj
     smooth = np.where(free[jj, ii][:, None], smooth, xy)
     pos = _resample(smooth, num_frames)
     t = np.linspace(0.0, 1.0, num_frames)
-    vel = np.gradient(_smooth(pos, 15, 2), axis=0)
-    heading = np.unwrap(np.arctan2(vel[:, 1], vel[:, 0] + 1e-12))
-    heading = _smooth(np.stack([heading, heading], 1), 21, 3)[:, 0]
-    amp, cycles, phase = math.radians(rng.uniform(35, 60)), rng.uniform(1.5, 3.0), rng.uniform(0, 2 * math.pi)
-    yaw = heading + amp * np.sin(2 * math.pi * cycles * t + phase)
+    hfov = float(rng.uniform(*hfov_range))
+    gaze = _gaze_yaw(pos, objects, math.radians(hfov))
+    amp, cycles, phase = math.radians(rng.uniform(10, 20)), rng.uniform(1.5, 3.0), rng.uniform(0, 2 * math.pi)
+    yaw = gaze + amp * np.sin(2 * math.pi * cycles * t + phase)
     pitch = math.radians(-rng.uniform(10, 20)) + math.radians(8) * np.sin(2 * math.pi * rng.uniform(1, 2) * t)
     roll = math.radians(2) * np.sin(2 * math.pi * rng.uniform(0.5, 1.5) * t + rng.uniform(0, 6))
     height = rng.uniform(1.4, 1.65) + 0.02 * np.sin(2 * math.pi * 0.5 * np.arange(num_frames) / 2.0)
@@ -193,4 +220,4 @@ def make_trajectory(rng: np.random.Generator, room: Room, objects: list[SceneObj
     for k in range(num_frames):
         poses[k, :3, :3] = look_rotation(yaw[k], pitch[k], roll[k])
         poses[k, :3, 3] = (pos[k, 0], pos[k, 1], height[k])
-    return Trajectory(poses, float(rng.uniform(*hfov_range)))
+    return Trajectory(poses, hfov)

@@ -179,5 +179,7 @@ def train_resumable(trainer, resume: str | bool | None) -> TrainOutput:
     trainer._load_from_checkpoint(checkpoint)
     trainer.state = state
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
-    metrics = next((e for e in reversed(state.log_history) if "train_loss" in e), {})
-    return TrainOutput(state.global_step, metrics.get("train_loss", losses[-1] if losses else float("nan")), {})
+    previous = Path(trainer.args.output_dir) / "train_results.json"  # the metrics of the run that finished
+    metrics = json.loads(previous.read_text()) if previous.is_file() else {}
+    metrics = {"train_loss": losses[-1] if losses else float("nan"), "epoch": state.epoch, **metrics}
+    return TrainOutput(state.global_step, metrics["train_loss"], metrics)

@@ -103,6 +103,37 @@ def write_scannetpp(root: Path, splits: dict[str, list[str]], images: int = 3, s
     return written
 
 
+def write_iphone_stream(scene_dir: Path, frames: int = 4, size=(56, 42)) -> dict:
+    """``iphone/rgb/frame_*.jpg``, ``iphone/depth/frame_*.png`` (uint16 mm) and the COLMAP text model
+    ``iphone/colmap/{cameras,images}.txt`` (OPENCV camera; every frame but the last registered, as COLMAP leaves
+    some out). Returns ``{"k", "registered": {name: camera-to-world}, "depth": {name: mm}}``."""
+    iphone = scene_dir / "iphone"
+    for folder in ("rgb", "depth", "colmap"):
+        (iphone / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    registered, depths, lines = {}, {}, ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME"]
+    for i in range(frames):
+        name = f"frame_{30 * i:06d}.jpg"
+        Image.fromarray(smooth_rgb(i, *size)).save(iphone / "rgb" / name, quality=95)
+        depths[name] = rng.integers(1, 6000, size=(size[1], size[0])).astype(np.uint16)
+        Image.fromarray(depths[name]).save(iphone / "depth" / name.replace(".jpg", ".png"))
+        if i == frames - 1:
+            continue
+        angle = 0.3 * i  # rotation about z: quaternion (cos a/2, 0, 0, sin a/2)
+        rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+        translation = np.array([0.1 * i, -0.2, 1.5])
+        world_to_camera = np.eye(4)
+        world_to_camera[:3, :3], world_to_camera[:3, 3] = rotation, translation
+        registered[name] = np.linalg.inv(world_to_camera)
+        values = [np.cos(angle / 2), 0, 0, np.sin(angle / 2), *translation]
+        lines.append(f"{i + 1} {' '.join(repr(float(v)) for v in values)} 1 {name}")
+        lines.append("12.5 3.25 -1 40.0 20.0 7" if i % 2 else "")
+    (iphone / "colmap" / "images.txt").write_text("\n".join(lines) + "\n")
+    (iphone / "colmap" / "cameras.txt").write_text(
+        "# Camera list with one line of data per camera:\n1 OPENCV 56 42 45.5 46.0 27.5 20.5 0.01 -0.02 0.001 0.0\n")
+    return {"k": np.array([[45.5, 0, 27.5], [0, 46.0, 20.5], [0, 0, 1]]), "registered": registered, "depth": depths}
+
+
 def write_annotation_media(root: Path) -> list[dict]:
     """Media under ``root`` and four VSI-590K-style records (video file, frame folder, image list, bare image)."""
     write_video(root / "scannet" / "scene0001_00.mp4", num_frames=4, seed=1)

@@ -1,9 +1,9 @@
-"""A scene given as a list of image files, with optional pinhole cameras and no depth.
+"""A scene given as a list of image files, with optional pinhole cameras and depth maps.
 
 Images-only scenes are what the reference pretraining reads (ScanNet ``color/`` frames, ScanNet++ DSLR
 images): cameras and targets come from the frozen VGGT teacher. A view is resized and cropped exactly as
 :class:`~modeling_spa3r.data.datasets.SceneFolder` does; with cameras it also carries ``intrinsics`` (3, 3)
-of the cropped image and ``extrinsics`` (3, 4) world -> camera (OpenCV).
+of the cropped image and ``extrinsics`` (3, 4) world -> camera (OpenCV), with depth files ``depth`` (H, W) metres.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ class ImageScene:
     Args:
         intrinsics: (N, 3, 3) pinhole matrices of the files as stored, or None (no cameras).
         cam_to_world: (N, 4, 4) camera-to-world poses, OpenCV axes; given together with ``intrinsics``.
+        depth_files: N uint16 millimetre PNGs (any size of the same aspect ratio as the images), or None.
     """
 
     def __init__(self, path, files: list[Path], intrinsics: np.ndarray | None = None,
-                 cam_to_world: np.ndarray | None = None):
+                 cam_to_world: np.ndarray | None = None, depth_files: list[Path] | None = None):
         self.path = Path(path)
         self.files = [Path(f) for f in files]
         if not self.files:
@@ -36,7 +37,10 @@ class ImageScene:
         if intrinsics is not None and not (len(intrinsics) == len(cam_to_world) == len(self.files)):
             raise ValueError(f"{self.path}: {len(self.files)} frames but {len(intrinsics)} intrinsics and "
                              f"{len(cam_to_world)} poses")
+        if depth_files is not None and len(depth_files) != len(self.files):
+            raise ValueError(f"{self.path}: {len(self.files)} frames but {len(depth_files)} depth files")
         self.intrinsics, self.cam_to_world = intrinsics, cam_to_world
+        self.depth_files = [Path(f) for f in depth_files] if depth_files is not None else None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -50,4 +54,7 @@ class ImageScene:
         if self.intrinsics is not None:
             view["intrinsics"] = geo.intrinsics(self.intrinsics[i], w0, h0)
             view["extrinsics"] = np.linalg.inv(self.cam_to_world[i])[:3, :4]
+        if self.depth_files is not None:
+            depth = Image.fromarray(dio.read_depth(self.depth_files[i]))
+            view["depth"] = geo.apply(depth, Image.NEAREST).astype(np.float32)
         return view

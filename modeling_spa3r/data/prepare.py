@@ -1,7 +1,7 @@
 """Command line of the real-data preparation tools (`spa3r prepare ...` and `python processing/<tool>.py ...`).
 
     spa3r prepare scannet --scans /data/scannet/scans --out /data/scannet/export [--frame-skip 1 --workers 8]
-    spa3r prepare scannetpp --root /data/scannetpp [--poses]
+    spa3r prepare scannetpp --root /data/scannetpp [--stream iphone] [--poses]
     spa3r prepare annotations vsi_590k.jsonl --media-root /data/vsi590k --out data/sft/vsi590k.jsonl [--drop-missing]
     spa3r prepare vsibench --data nyu-visionx/VSI-Bench [--video-root DIR]
 
@@ -45,7 +45,9 @@ def _scannetpp(argv: list[str]) -> dict:
                                      description="Check a ScanNet++ release folder as the loader reads it (no export).")
     parser.add_argument("--root", type=Path, required=True, help="ScanNet++ root (data/, splits/)")
     parser.add_argument("--splits", nargs="+", default=list(scannetpp.SPLITS), help="splits to check")
-    parser.add_argument("--poses", action="store_true", help="also read dslr/nerfstudio/transforms_undistorted.json")
+    parser.add_argument("--stream", choices=scannetpp.STREAMS, default="dslr", help="DSLR images or iPhone frames")
+    parser.add_argument("--poses", action="store_true",
+                        help="also read the cameras (DSLR: nerfstudio transforms; iPhone: COLMAP model and depth)")
     parser.add_argument("--workers", type=int, default=8, help="scenes checked in parallel threads")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -55,7 +57,7 @@ def _scannetpp(argv: list[str]) -> dict:
     for split in args.splits:
         scenes = scannetpp.read_split(args.root / "splits" / scannetpp.SPLITS.get(split, f"{split}.txt"))
         with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-            opened = list(tqdm(pool.map(lambda s: scannetpp.open_scene(args.root / "data" / s, args.poses), scenes),
+            opened = list(tqdm(pool.map(lambda s: scannetpp.open_scene(args.root / "data" / s, args.poses, args.stream), scenes),
                                total=len(scenes), desc=f"ScanNet++ {split}", unit="scene", disable=args.no_progress))
         summary[split] = {"scenes": len(opened), "images": sum(len(s) for s in opened)}
     return summary

@@ -10,7 +10,7 @@ from modeling_spa3r.data import scannetpp
 from modeling_spa3r.data.datasets import CropGeometry, MultiViewDataset
 from modeling_spa3r.training.pretrain import DataArguments, build_datasets
 
-from ..fixtures_real_data import write_scannetpp
+from ..fixtures_real_data import write_iphone_stream, write_scannetpp
 
 SPLITS = {"train": ["0a5c013435", "1b2e3f4a5c"], "val": ["9f8e7d6c5b"]}
 
@@ -74,8 +74,30 @@ def test_missing_split_file_and_scene_folder_name_the_file(release):
     (root / "data" / "0a5c013435" / "dslr" / "nerfstudio" / "transforms_undistorted.json").unlink()
     with pytest.raises(dio.DataError, match="missing json file: .*0a5c013435/dslr/nerfstudio/transforms_undistorted.json"):
         scannetpp.open_scenes(root, poses=True)
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['stream'\]"):
-        scannetpp.open_root(f"{root}?stream=iphone")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['colour'\]"):
+        scannetpp.open_root(f"{root}?colour=1")
+
+
+def test_iphone_stream_with_colmap_cameras_and_depth(release):
+    root, _ = release
+    scene_dir = root / "data" / "9f8e7d6c5b"
+    expected = write_iphone_stream(scene_dir)
+    (scene,) = scannetpp.open_root(f"{root}/splits/nvs_sem_val.txt?stream=iphone&poses=1")
+    names = sorted(expected["registered"])
+    assert [f.name for f in scene.files] == names  # the unregistered last frame is left out
+    for i, name in enumerate(names):
+        np.testing.assert_allclose(scene.cam_to_world[i], expected["registered"][name], atol=1e-12)
+        np.testing.assert_allclose(scene.intrinsics[i], expected["k"])
+    view = scene.load_view(2, width=56)  # 56 x 42: no resize, no crop
+    np.testing.assert_array_equal(view["depth"], expected["depth"][names[2]] / np.float32(1000))
+    np.testing.assert_allclose(view["intrinsics"], expected["k"])
+    np.testing.assert_allclose(np.linalg.inv(np.vstack([view["extrinsics"], [0, 0, 0, 1]])),
+                               expected["registered"][names[2]], atol=1e-12)
+    (images_only,) = scannetpp.open_root(f"{root}/splits/nvs_sem_val.txt?stream=iphone")
+    assert len(images_only) == 4 and images_only.intrinsics is None
+    (scene_dir / "iphone" / "colmap" / "cameras.txt").unlink()
+    with pytest.raises(dio.DataError, match="missing COLMAP model file: .*9f8e7d6c5b/iphone/colmap/cameras.txt"):
+        scannetpp.open_root(f"{root}/splits/nvs_sem_val.txt?stream=iphone&poses=1")
 
 
 def test_other_roots_are_not_scannetpp(tmp_path):

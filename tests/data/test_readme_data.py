@@ -78,3 +78,9 @@ def test_commands_run_from_release_files_to_training(data_root, teacher_checkpoi
     results = json.loads((data_root / "runs/vsibench/results.json").read_text())
     assert results["num_questions"] == 2
     assert (data_root / "hf/vsibench/arkitscenes/41069025.mp4").is_file()  # extracted where lmms-eval looks
+
+
+@pytest.mark.parametrize("tool", ["scannet", "scannetpp", "annotations", "vsibench"])
+def test_processing_scripts_are_thin_entry_points_with_help(tool):
+    result = subprocess.run([sys.executable, f"processing/{tool}.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith(f"usage: spa3r prepare {tool} "), result.stderr

@@ -18,7 +18,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers.generation.streamers import BaseStreamer
 
-from .processing_spa3_vlm import FRAME_EXTENSIONS, geometry_view, load_video_frames
+from .processing_spa3_vlm import geometry_view
+from .video import FRAME_EXTENSIONS, load_video_frames, natural_key
 
 LATENTS_FORMAT = "spa3r-latents/v1"
 
@@ -45,9 +46,7 @@ def load_images(paths) -> list[Image.Image]:
 
 
 def _natural_sorted(files: list[Path]) -> list[Path]:
-    from .processing_spa3_vlm import _natural_key
-
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _open_image(path: Path) -> Image.Image:

@@ -7,7 +7,6 @@ centre-trimmed to multiples of 28. A video placeholder becomes one image placeho
 is a sequence of images, and for Spa3R all views of a sample form one scene.
 """
 
-import os
 import re
 
 import numpy as np
@@ -15,116 +14,11 @@ import torch
 from PIL import Image
 from transformers import Qwen2_5_VLProcessor
 
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def _natural_key(name: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def sample_frame_indices(
-    total: int,
-    num_frames: int | None = None,
-    fps: float | None = None,
-    source_fps: float | None = None,
-    min_frames: int = 1,
-    max_frames: int | None = None,
-) -> list[int]:
-    """
-    Indices floor(linspace(0, total − 1, n)). Uniform: n = min(num_frames, total). fps-based: n = round(duration · fps)
-    clamped to [min_frames, max_frames] and to `total` (needs `source_fps`).
-    """
-    if total < 1:
-        raise ValueError("the video has no frames")
-    if fps is not None:
-        if not source_fps:
-            raise ValueError("fps-based sampling needs the source frame rate (pass video_fps for frame folders/lists)")
-        count = round(total / source_fps * fps)
-        count = max(count, min_frames)
-        if max_frames is not None:
-            count = min(count, max_frames)
-    elif num_frames is not None:
-        if max_frames is not None and num_frames > max_frames:
-            raise ValueError(f"num_frames={num_frames} exceeds the configured maximum max_frames={max_frames}")
-        count = num_frames
-    else:
-        raise ValueError("pass num_frames (uniform sampling) or fps (with min_frames/max_frames)")
-    count = min(max(count, 1), total)
-    return np.floor(np.linspace(0, total - 1, count)).astype(int).tolist()
-
-
-def load_video_frames(video, sampling: dict) -> list[Image.Image]:
-    """Sampled RGB frames of a video file (PyAV), a folder of frame images, or a sequence/array of frames."""
-    if isinstance(video, (str, os.PathLike)):
-        path = os.fspath(video)
-        if os.path.isdir(path):
-            names = sorted((n for n in os.listdir(path) if n.lower().endswith(FRAME_EXTENSIONS)), key=_natural_key)
-            if not names:
-                raise ValueError(f"frame folder {path} contains no images ({', '.join(FRAME_EXTENSIONS)})")
-            indices = sample_frame_indices(len(names), source_fps=sampling.get("video_fps"), **_policy(sampling))
-            return [Image.open(os.path.join(path, names[i])).convert("RGB") for i in indices]
-        return _decode_video_file(path, sampling)
-    if isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim == 4:
-        video = list(video)
-    if isinstance(video, (list, tuple)):
-        if not video:
-            raise ValueError("empty video: no frames given")
-        indices = sample_frame_indices(len(video), source_fps=sampling.get("video_fps"), **_policy(sampling))
-        return [_to_pil(video[i]) for i in indices]
-    raise ValueError(f"unsupported video input {type(video).__name__}: pass a path, a frame folder or a list of frames")
-
-
-def _policy(sampling: dict) -> dict:
-    return {k: sampling[k] for k in ("num_frames", "fps", "min_frames", "max_frames")}
-
-
-def _decode_video_file(path: str, sampling: dict) -> list[Image.Image]:
-    import av
-
-    if not os.path.isfile(path):
-        raise ValueError(f"video file {path} does not exist")
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise ValueError(f"video {path} has no video stream")
-            stream = container.streams.video[0]
-            total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-            if total < 1:
-                raise ValueError(f"video {path} is empty (no frames)")
-            source_fps = float(stream.average_rate) if stream.average_rate else None
-            wanted = sample_frame_indices(total, source_fps=source_fps, **_policy(sampling))
-        frames = {}
-        with av.open(path) as container:
-            for index, frame in enumerate(container.decode(video=0)):
-                if index in wanted:
-                    frames[index] = frame.to_image().convert("RGB")
-                if index >= wanted[-1]:
-                    break
-    except av.error.FFmpegError as error:
-        raise ValueError(f"cannot read video {path}: {error}") from error
-    if not frames:
-        raise ValueError(f"video {path} is empty (no decodable frames)")
-    # containers may report more frames than they decode: keep the last decoded frame for indices past the end
-    last = frames[max(frames)]
-    return [frames.get(i, last) for i in wanted]
-
-
-def _to_pil(frame) -> Image.Image:
-    if isinstance(frame, Image.Image):
-        return frame.convert("RGB")
-    array = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
-        array = array.transpose(1, 2, 0)  # (3, H, W) → (H, W, 3)
-    if array.dtype != np.uint8:
-        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)  # floats in [0, 1]
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    return Image.fromarray(array).convert("RGB")
-
+from .video import FRAME_EXTENSIONS, load_video_frames, natural_key, sample_frame_indices, to_pil
 
 def geometry_view(image, size: int = 518, patch_size: int = 14) -> torch.Tensor:
     """Reference Spa3R/VGGT "crop" preprocessing → (3, H, W) float in [0, 1], W = size, H a multiple of 14 ≤ size."""
-    image = _to_pil(image)
+    image = to_pil(image)
     width, height = image.size
     new_height = round(height * (size / width) / patch_size) * patch_size
     if new_height < patch_size:
@@ -296,4 +190,4 @@ def _is_single_video(x) -> bool:
     return isinstance(x, (list, tuple)) and len(x) > 0 and isinstance(x[0], (Image.Image, np.ndarray, torch.Tensor))
 
 
-__all__ = ["Spa3VLMProcessor", "geometry_view", "sample_frame_indices", "load_video_frames"]
+__all__ = ["FRAME_EXTENSIONS", "Spa3VLMProcessor", "geometry_view", "load_video_frames", "natural_key", "sample_frame_indices"]

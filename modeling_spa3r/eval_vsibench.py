@@ -27,13 +27,12 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import vsibench
+from . import video, vsibench
 from .data import vsibench_data
 
 __all__ = [
@@ -52,7 +51,6 @@ __all__ = [
 ]
 
 DATASET_SOURCES = ("arkitscenes", "scannet", "scannetpp")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 REQUIRED_FIELDS = ("id", "question_type", "question", "ground_truth")
 RUN_CONFIG_FILE = "run_config.json"
 MERGED_PREDICTIONS_FILE = "predictions.jsonl"
@@ -179,67 +177,15 @@ def visual_path(question: dict, video_root: str | os.PathLike) -> Path:
 
 
 def sample_frame_indices(total: int, num_frames: int) -> list[int]:
-    """``floor(linspace(0, total - 1, num_frames))``; all frames when ``total < num_frames``."""
-    if total < 1:
-        raise ValueError("cannot sample frames from an empty video")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if total <= num_frames:
-        return list(range(total))
-    if num_frames == 1:
-        return [0]
-    step = (total - 1) / (num_frames - 1)
-    return [min(total - 1, math.floor(i * step)) for i in range(num_frames)]
-
-
-def _natural_key(name: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def _decode_video(path: Path, indices: list[int] | None):
-    """Decode an mp4 with PyAV; return (frame count, PIL frames at ``indices``)."""
-    import av
-
-    wanted = set(indices or ())
-    frames, count = {}, 0
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            if count in wanted:
-                frames[count] = frame.to_image()
-            count += 1
-            if indices is not None and len(frames) == len(wanted):
-                break
-    return count, frames
+    """``floor(linspace(0, total - 1, num_frames))``; all frames when ``total < num_frames`` (see `video.py`)."""
+    return video.sample_frame_indices(total, num_frames=num_frames)
 
 
 def load_frames(path: str | os.PathLike, num_frames: int) -> list:
-    """Sample ``num_frames`` RGB PIL frames uniformly from an ``.mp4`` or a folder of frame images."""
-    from PIL import Image
-
-    path = Path(path)
-    if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name))
-        if not files:
-            raise FileNotFoundError(f"frame folder {path} contains no images ({', '.join(IMAGE_SUFFIXES)})")
-        return [Image.open(files[i]).convert("RGB") for i in sample_frame_indices(len(files), num_frames)]
-    if not path.is_file():
+    """Sample ``num_frames`` RGB PIL frames uniformly from a video file or a folder of frame images."""
+    if not Path(path).exists():
         raise FileNotFoundError(f"video not found: {path}")
-    import av
-
-    with av.open(str(path)) as container:
-        total = container.streams.video[0].frames
-    if total <= 0:
-        total, _ = _decode_video(path, None)
-    indices = sample_frame_indices(total, num_frames)
-    count, frames = _decode_video(path, indices)
-    if len(frames) < len(indices):  # the container's frame count was wrong: count by decoding
-        indices = sample_frame_indices(count, num_frames)
-        _, frames = _decode_video(path, indices)
-    if not frames:
-        raise ValueError(f"video has no decodable frames: {path}")
-    return [frames[i].convert("RGB") for i in indices]
+    return video.load_video_frames(path, {"num_frames": num_frames})
 
 
 # ---------------------------------------------------------------------------------------------

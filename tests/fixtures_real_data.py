@@ -111,7 +111,8 @@ def write_iphone_stream(scene_dir: Path, frames: int = 4, size=(56, 42)) -> dict
     for folder in ("rgb", "depth", "colmap"):
         (iphone / folder).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
-    registered, depths, lines = {}, {}, ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME"]
+    registered, depths = {}, {}
+    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME"]
     for i in range(frames):
         name = f"frame_{30 * i:06d}.jpg"
         Image.fromarray(smooth_rgb(i, *size)).save(iphone / "rgb" / name, quality=95)

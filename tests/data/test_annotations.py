@@ -59,7 +59,8 @@ def test_missing_media_are_reported_never_silently_dropped(annotation_files, tmp
     (media / "scannet" / "scene0001_00.mp4").unlink()
     out = tmp_path / "train.jsonl"
     report_file = tmp_path / "train.jsonl.missing.jsonl"
-    with pytest.raises(dio.DataError, match=rf"2 media file\(s\) not found \(e\.g\. vsi_0: {media}/scannet/scene0001_00\.mp4; vsi_2: .*: {report_file}$"):
+    expected = rf"2 media file\(s\) not found \(e\.g\. vsi_0: {media}/scannet/scene0001_00\.mp4; vsi_2: .*: {report_file}$"
+    with pytest.raises(dio.DataError, match=expected):
         convert_annotations(files, out, media, progress=False)
     assert not out.exists()
     assert [json.loads(line) for line in report_file.read_text().splitlines()] == [

@@ -138,3 +138,15 @@ def test_loader_reads_export_and_images_only_scenes(tmp_path):
     batch = collate_views([plain[0], plain[1]])
     assert batch["pixel_values"].shape == (2, 2, 3, 14, 28) and "intrinsics" not in batch
     assert batch["scene"] == ["scene0000_00", "scene0001_00"]
+
+
+def test_depth_in_other_units_becomes_millimetres_and_depth_can_be_left_out(tmp_path):
+    scene = sens_scene(num_frames=1)
+    scene["depth_shift"] = 4000.0  # a sensor storing quarter millimetres
+    path = write_sens(tmp_path / "x.sens", scene)
+    export_scene(path, tmp_path / "out")
+    expected = np.round(scene["frames"][0]["depth"] / 4.0).astype(np.uint16)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "depth" / "0.png")), expected)
+    summary = export_scene(path, tmp_path / "no_depth", depth=False)
+    assert not summary["depth"] and not (tmp_path / "no_depth" / "depth").exists()
+    assert (tmp_path / "no_depth" / "color" / "0.jpg").read_bytes() == scene["frames"][0]["color"]

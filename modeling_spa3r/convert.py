@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .configuration_spa3r import Spa3RConfig, VGGTConfig
+from .validation import DataError
 
 # keys of the official checkpoint that only the pretraining model uses
 PRETRAINING_PREFIXES = ("camera_head.", "depth_head.", "pose_tokenizer.", "decoder.", "heads.", "depth_prob.", "dino.")
@@ -65,11 +66,14 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors / torch.load raise many types for corrupt or truncated files
+        raise DataError(path, f"corrupt or truncated checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from error
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict):
@@ -260,13 +264,13 @@ def convert_spa3r_checkpoint(
     """
     from .modeling_spa3r import Spa3RForPretraining, Spa3RModel
 
-    config = config or Spa3RConfig()
-    model_class = Spa3RForPretraining if pretraining else Spa3RModel
-    model = model_class(config)
-    state_dict = load_state_dict_file(checkpoint)
+    state_dict = load_state_dict_file(checkpoint)  # read (and checked) before the full-size model is built
     if vggt_checkpoint is not None:
         backbone, _ = vggt_to_spa3r_backbone(load_state_dict_file(vggt_checkpoint))
         state_dict = {**{"model." + k: v for k, v in backbone.items()}, **state_dict}
+    config = config or Spa3RConfig()
+    model_class = Spa3RForPretraining if pretraining else Spa3RModel
+    model = model_class(config)
     converted, report = convert_spa3r_state_dict(state_dict, model)
     if strict:
         report.raise_if_failed()
@@ -280,10 +284,9 @@ def convert_vggt_checkpoint(checkpoint: str | Path, out_dir: str | Path | None =
     """facebook/VGGT-1B `model.safetensors` → `VGGTModel` (LayerNorm q/k norms kept). Returns `(model, report)`."""
     from .modeling_vggt import VGGTModel
 
+    state_dict = load_state_dict_file(checkpoint)  # read (and checked) before the full-size model is built
     model = VGGTModel(config or VGGTConfig())
-    converted, report = match_state_dict(
-        load_state_dict_file(checkpoint), model, {r"track_head\.": "VGGT track head is not implemented"}
-    )
+    converted, report = match_state_dict(state_dict, model, {r"track_head\.": "VGGT track head is not implemented"})
     if strict:
         report.raise_if_failed()
     model.load_state_dict(converted, strict=False)

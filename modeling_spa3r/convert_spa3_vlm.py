@@ -22,6 +22,8 @@ from .modeling_spa3_vlm import Spa3VLMForConditionalGeneration
 
 def convert_official_checkpoint(input_dir, output_dir=None, geometry_config: Spa3RConfig | None = None, strict=True):
     """Returns `(model, report)`; writes a `save_pretrained` directory (model and, if present, processor)."""
+    if not (Path(input_dir) / "config.json").is_file():  # a local folder: say so before any Hub lookup
+        raise FileNotFoundError(f"not found: {Path(input_dir) / 'config.json'} (expected an official Spa3-VLM directory)")
     model = Spa3VLMForConditionalGeneration.from_pretrained(str(input_dir), geometry_config=geometry_config)
     report = model.conversion_report
     problems = {kind: report[kind] for kind in ("unmapped", "missing", "mismatched") if report[kind]}
@@ -63,9 +65,9 @@ def main(argv=None) -> int:
         geometry_config = spa3r_config_from_reference(spec["geometry_encoder_spec"])
     try:
         _, report = convert_official_checkpoint(args.input, args.output, geometry_config, strict=not args.allow_problems)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(f"ignored {len(report['ignored_training_only'])} pretraining-only Spa3R tensors (decoder, heads, DINO, ...)")
     for kind in ("unmapped", "missing", "mismatched"):
         print(f"{kind}: {len(report[kind])}" + (f" {report[kind]}" if report[kind] else ""))

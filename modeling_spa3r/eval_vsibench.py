@@ -57,7 +57,8 @@ MERGED_PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
 PLOT_FILE = "results.png"
 # Settings that change answers: a resumed run must use the same ones as the answers on disk.
-RUN_CONFIG_KEYS = ("model", "num_frames", "prompt_profile", "parser", "max_new_tokens")
+# The question set is part of the identity: the data source and a digest of the selected ids and ground truths.
+RUN_CONFIG_KEYS = ("model", "num_frames", "prompt_profile", "parser", "max_new_tokens", "data", "debiased", "questions")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +244,39 @@ class PredictionWriter:
         self.close()
 
 
+def question_set_digest(questions: list[dict]) -> str:
+    """sha256 of the selected questions' ids and ground truths (order-independent): `N questions, sha256:...`."""
+    import hashlib
+
+    pairs = sorted((str(q["id"]), str(q["ground_truth"])) for q in questions)
+    return f"{len(pairs)} questions, sha256:{hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]}"
+
+
+def check_answered(answered: dict, questions: list[dict], output_dir: Path) -> None:
+    """Every answer on disk must belong to a selected question and carry its ground truth."""
+    truths = {q["id"]: q["ground_truth"] for q in questions}
+    unknown = [qid for qid in answered if qid not in truths]
+    if unknown:
+        raise ValueError(
+            f"{output_dir}: {len(unknown)} prediction(s) have ids that are not in the selected questions "
+            f"(e.g. {unknown[:3]}); they come from another question set: use a new --output-dir"
+        )
+    wrong = [qid for qid, record in answered.items() if str(record.get("ground_truth")) != str(truths[qid])]
+    if wrong:
+        qid = wrong[0]
+        raise ValueError(
+            f"{output_dir}: prediction for id {qid!r} has ground_truth {answered[qid].get('ground_truth')!r}, "
+            f"the data says {truths[qid]!r} ({len(wrong)} such); use a new --output-dir"
+        )
+
+
 def _check_run_config(output_dir: Path, config: dict, is_main: bool) -> None:
     path = output_dir / RUN_CONFIG_FILE
+    if not path.exists() and any(output_dir.glob("predictions*.jsonl")):
+        raise ValueError(
+            f"{output_dir} holds predictions but no {RUN_CONFIG_FILE}: they cannot be matched to these settings and "
+            "questions; use a new --output-dir"
+        )
     if path.exists():
         previous = json.loads(path.read_text())
         changed = {k: (previous.get(k), config[k]) for k in RUN_CONFIG_KEYS if previous.get(k) != config[k]}
@@ -448,11 +480,13 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
         "decoding": "greedy (do_sample=False, num_beams=1, repetition_penalty=1.0)",
         "data": str(args.data),
         "debiased": args.debiased,
+        "questions": question_set_digest(questions),
     }
     _check_run_config(output_dir, config, state.is_main_process)
     state.wait_for_everyone()
 
     answered = read_predictions(output_dir)
+    check_answered(answered, questions, output_dir)
     state.wait_for_everyone()  # every rank sees the same answered set before anyone writes
     todo = [q for q in questions if q["id"] not in answered]
     for question in todo:  # fail now, not hours later

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli import fraction, non_negative_int, positive_int
 from .contact_sheet import write_contact_sheet
 from .priors import format_prior_table
 from .synthetic import SynthConfig, generate_dataset
@@ -21,18 +22,18 @@ from .synthvsi import QUESTION_TYPES, VSIBENCH_TYPE_COUNTS
 
 def _generate(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="spa3r synth", description="Generate a synthetic multi-view dataset with SynthVSI questions.")
-    parser.add_argument("--scenes", type=int, required=True, help="number of scenes over all splits")
+    parser.add_argument("--scenes", type=positive_int, required=True, help="number of scenes over all splits")
     parser.add_argument("--out", type=Path, required=True, help="output directory (also the VSI-Bench video root)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--width", type=int, default=SynthConfig.width)
-    parser.add_argument("--height", type=int, default=SynthConfig.height)
-    parser.add_argument("--frames", type=int, default=SynthConfig.frames, help="frames per scene")
-    parser.add_argument("--fps", type=int, default=SynthConfig.fps, help="video frame rate")
-    parser.add_argument("--min-objects", type=int, default=SynthConfig.min_objects)
-    parser.add_argument("--max-objects", type=int, default=SynthConfig.max_objects)
-    parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=1, help="parallel rendering processes")
+    parser.add_argument("--width", type=positive_int, default=SynthConfig.width)
+    parser.add_argument("--height", type=positive_int, default=SynthConfig.height)
+    parser.add_argument("--frames", type=positive_int, default=SynthConfig.frames, help="frames per scene")
+    parser.add_argument("--fps", type=positive_int, default=SynthConfig.fps, help="video frame rate")
+    parser.add_argument("--min-objects", type=non_negative_int, default=SynthConfig.min_objects)
+    parser.add_argument("--max-objects", type=non_negative_int, default=SynthConfig.max_objects)
+    parser.add_argument("--val-fraction", type=fraction, default=0.1)
+    parser.add_argument("--test-fraction", type=fraction, default=0.1)
+    parser.add_argument("--workers", type=positive_int, default=1, help="parallel rendering processes")
     parser.add_argument("--no-extras", action="store_true", help="skip semantic/ and normal/ maps")
     args = parser.parse_args(argv)
     config = SynthConfig(width=args.width, height=args.height, frames=args.frames, fps=args.fps,
@@ -66,7 +67,7 @@ def _contact_sheet(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="spa3r synth contact-sheet", description="Write a contact-sheet PNG of one scene folder.")
     parser.add_argument("scene", type=Path, help="scene folder (synthetic or ScanNet layout)")
     parser.add_argument("--out", type=Path, required=True, help="PNG path")
-    parser.add_argument("--frames", type=int, default=6, help="frames shown")
+    parser.add_argument("--frames", type=positive_int, default=6, help="frames shown")
     args = parser.parse_args(argv)
     print(write_contact_sheet(args.scene, args.out, num_frames=args.frames))
 

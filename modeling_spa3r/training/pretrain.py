@@ -28,6 +28,7 @@ from ..configuration_spa3r import Spa3RConfig
 from ..data.datasets import PRESETS, MultiViewDataset, ViewBudgetBatchSampler, collate_views
 from ..modeling_spa3r import Spa3RForPretraining, sample_view_mask
 from .checkpoints import train_resumable
+from .model_card import write_training_card
 from .presets import parse_arguments
 
 logger = logging.getLogger(__name__)
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+    write_training_card(trainer, data={"train_data": data_args.train_data, "eval_data": data_args.eval_data, "targets": data_args.targets})
     return {**result.metrics, "steps": trainer.state.global_step, "final_loss": _last_loss(trainer.state.log_history)}
 
 

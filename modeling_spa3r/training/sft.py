@@ -28,6 +28,7 @@ from trl import SFTConfig, SFTTrainer
 from ..modeling_spa3_vlm import Spa3VLMForConditionalGeneration
 from ..processing_spa3_vlm import Spa3VLMProcessor, load_video_frames
 from .checkpoints import load_checkpoint_weights, train_resumable
+from .model_card import write_training_card
 from .presets import parse_arguments
 
 logger = logging.getLogger(__name__)
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
+    write_training_card(trainer, data={"base_model": model_args.model_name_or_path or model_args.qwen_model_path, "train_file": data_args.train_file})
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {**result.metrics, "steps": trainer.state.global_step, "losses": losses}
 

@@ -6,7 +6,9 @@ Public API (imported lazily, so ``import modeling_spa3r.data`` stays cheap):
 * :class:`SynthConfig` — rendering settings;
 * :class:`MultiViewDataset`, :class:`ViewBudgetBatchSampler`, :func:`collate_views` — torch loaders
   for synthetic, ScanNet and ScanNet++ scene folders (``datasets``);
-* :func:`write_contact_sheet` — a PNG overview of one scene (``contact_sheet``);
+* :func:`write_contact_sheet` / :func:`write_rooms_sheet` — PNG overviews of one scene / several rooms
+  (``contact_sheet``);
+* :func:`blind_priors` — text-only baselines of SynthVSI / VSI-Bench records (``priors``);
 * :class:`DataError` — raised for bad input files, naming the file (``io``).
 """
 
@@ -18,7 +20,8 @@ _EXPORTS = {
     "build_questions": "synthvsi", "build_sft": "synthvsi",
     "MultiViewDataset": "datasets", "SceneFolder": "datasets", "ViewBudgetBatchSampler": "datasets",
     "collate_views": "datasets", "PRESETS": "datasets",
-    "write_contact_sheet": "contact_sheet", "DataError": "io",
+    "write_contact_sheet": "contact_sheet", "write_rooms_sheet": "contact_sheet", "DataError": "io",
+    "blind_priors": "priors", "cross_fitted_priors": "priors",
 }
 
 __all__ = sorted(_EXPORTS)

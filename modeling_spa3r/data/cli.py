@@ -2,6 +2,7 @@
 
     spa3r synth --scenes 20 --out data/synth --seed 0 [--width 320 --height 240 --frames 120]
     spa3r synth contact-sheet data/synth/scenes/<scene_name> --out sheet.png
+    spa3r synth contact-sheet data/synth/scenes/<a> data/synth/scenes/<b> ... --out rooms.png
 
 The same arguments give byte-identical outputs (whatever ``--workers`` is).
 """
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..cli import fraction, non_negative_int, positive_int
-from .contact_sheet import write_contact_sheet
+from .contact_sheet import write_contact_sheet, write_rooms_sheet
 from .priors import format_prior_table
 from .synthetic import SynthConfig, generate_dataset
 from .synthvsi import QUESTION_TYPES, VSIBENCH_TYPE_COUNTS
@@ -64,12 +65,17 @@ def dataset_report(summary: dict) -> str:
 
 
 def _contact_sheet(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="spa3r synth contact-sheet", description="Write a contact-sheet PNG of one scene folder.")
-    parser.add_argument("scene", type=Path, help="scene folder (synthetic or ScanNet layout)")
+    parser = argparse.ArgumentParser(prog="spa3r synth contact-sheet",
+                                     description="Write a contact-sheet PNG of one scene folder, or of several rooms "
+                                                 "(one row of frames and a top-down map per room).")
+    parser.add_argument("scene", type=Path, nargs="+", help="scene folder(s) (synthetic or ScanNet layout)")
     parser.add_argument("--out", type=Path, required=True, help="PNG path")
-    parser.add_argument("--frames", type=positive_int, default=6, help="frames shown")
+    parser.add_argument("--frames", type=positive_int, default=6, help="frames shown (per room)")
     args = parser.parse_args(argv)
-    print(write_contact_sheet(args.scene, args.out, num_frames=args.frames))
+    if len(args.scene) == 1:
+        print(write_contact_sheet(args.scene[0], args.out, num_frames=args.frames))
+    else:
+        print(write_rooms_sheet(args.scene, args.out, frames_per_room=args.frames))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Contact sheet of a scene folder: frames, depth, instance masks and a top-down map.
+"""Contact sheets: one scene folder (frames, depth, instance masks, top-down map), or several rooms
+side by side (:func:`write_rooms_sheet`: a row of frames and the map per room).
 
 The top-down map (room outline, object footprints with labels, camera path with viewing
 directions) needs ``scene.json`` (synthetic scenes); for real scans only the camera path is drawn.
@@ -92,6 +93,47 @@ def write_contact_sheet(scene_dir, out_path, num_frames: int = 6) -> Path:
     _top_down(fig.add_subplot(grid[:, len(picks):]), scene, meta)
     name = scene.path.name if meta is None else f"{scene.path.name} ({meta['room_type']}, {len(meta['objects'])} objects)"
     fig.suptitle(name)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, metadata={"Software": None})
+    plt.close(fig)
+    return out_path
+
+
+def write_rooms_sheet(scene_dirs, out_path, frames_per_room: int = 5) -> Path:
+    """Write a PNG with one row per room: ``frames_per_room`` evenly spaced frames and its top-down map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scene_dirs = [Path(d) for d in scene_dirs]
+    if not scene_dirs:
+        raise ValueError("write_rooms_sheet needs at least one scene folder")
+    fig = plt.figure(figsize=(2.6 * frames_per_room + 3.2, 2.4 * len(scene_dirs)), dpi=100)
+    grid = fig.add_gridspec(len(scene_dirs), frames_per_room + 1, width_ratios=[1.0] * frames_per_room + [1.25])
+    for row, scene_dir in enumerate(scene_dirs):
+        scene = SceneFolder(scene_dir)
+        meta_path = scene_dir / "scene.json"
+        meta = dio.read_json(meta_path) if meta_path.is_file() else None
+        picks = np.linspace(0, len(scene) - 1, frames_per_room).round().astype(int)
+        for col, i in enumerate(picks):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(dio.read_color(scene.path / "color" / scene.color_files[i]))
+            ax.set_title(f"frame {i}", fontsize=7)
+            ax.axis("off")
+        if meta is None:
+            label = scene.path.name
+        else:
+            label = f"{meta['room_type']}, {len(meta['objects'])} objects, {meta['room']['floor_area']:.1f} m^2"
+        fig.axes[-frames_per_room].text(-0.04, 0.5, label, transform=fig.axes[-frames_per_room].transAxes,
+                                        rotation=90, ha="right", va="center", fontsize=7)
+        ax = fig.add_subplot(grid[row, frames_per_room])
+        _top_down(ax, scene, meta)
+        ax.set_title("")
+        ax.get_legend().remove()
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, metadata={"Software": None})

@@ -292,7 +292,7 @@ def format_prior_table(per_type: dict, tasks: dict, text_family: dict, counts: d
         lines.append(f"| {qt} | {n_train} | {n_eval} | {c:.1f} | {f:.1f} | {t:.1f} | {t - c:+.1f} | "
                      f"{text_family[qt]} |")
     for key in ("object_rel_direction_accuracy", "overall"):
-        if key in tasks["chance"]:
+        if key in tasks.get("chance", {}):
             c, f, t = (100 * tasks[p][key] for p in PRIORS)
             lines.append(f"| **{key}** | | | {c:.1f} | {f:.1f} | {t:.1f} | {t - c:+.1f} | |")
     return "\n".join(lines)
@@ -304,10 +304,7 @@ def _per_type_scores(train_records: list[dict], eval_records: list[dict]):
         by_type_train[r["question_type"]].append(r)
     for r in eval_records:
         by_type_eval[r["question_type"]].append(r)
-    types = [qt for qt in vsibench.QUESTION_TYPES if by_type_train[qt] and by_type_eval[qt]]
-    present = [qt for qt in types if qt not in vsibench.REL_DIRECTION_TYPES]
-    if all(qt in types for qt in vsibench.REL_DIRECTION_TYPES):
-        present += list(vsibench.REL_DIRECTION_TYPES)
+    present = [qt for qt in vsibench.QUESTION_TYPES if by_type_train[qt] and by_type_eval[qt]]
     per_type, families = {p: {} for p in PRIORS}, {}
     for qt in present:
         train, evaluate = by_type_train[qt], by_type_eval[qt]
@@ -327,19 +324,22 @@ def _result(per_type: dict, families: dict, counts: dict) -> BlindPriors:
     if not counts:
         raise ValueError("blind_priors: no question type has records in both the train and the eval split")
     tasks = {}
+    directions = all(qt in counts for qt in vsibench.REL_DIRECTION_TYPES)
+    aggregated = [qt for qt in counts if directions or qt not in vsibench.REL_DIRECTION_TYPES]
     for prior in PRIORS:
-        # one pseudo-record per eval question carrying its type's mean: the official aggregation
-        # of the per-type means, and a micro average over questions
+        # one pseudo-record per eval question carrying its type's mean: the official aggregation of
+        # the per-type means (relative direction only with all three subtypes), a micro average
         tasks[prior] = vsibench.aggregate({"question_type": qt, "score": per_type[prior][qt]}
-                                          for qt, (_, n) in counts.items() for _ in range(n))
+                                          for qt in aggregated for _ in range(counts[qt][1])) if aggregated else {}
     return BlindPriors(per_type, tasks, families, counts)
 
 
 def blind_priors(train_records: list[dict], eval_records: list[dict]) -> BlindPriors:
     """Fit the blind priors on ``train_records`` and score them on ``eval_records`` (VSI-Bench records).
 
-    Only question types present in both splits are scored (the three relative-direction subtypes
-    only together). Raises ``ValueError`` when no type is.
+    Only question types present in both splits are scored; the relative-direction task and
+    ``overall`` count the direction subtypes only when all three are present. Raises ``ValueError``
+    when no type is present in both.
     """
     return _result(*_per_type_scores(train_records, eval_records))
 

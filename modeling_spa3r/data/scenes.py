@@ -59,6 +59,7 @@ ROOM_ANCHORS = {
     "kitchen": ("refrigerator", "stove", "sink", "table"),
     "bathroom": ("toilet", "sink", "trash can"),
 }
+BATHROOM_MAX_AREA = 20.0  # m^2
 #: Tables and desks get this many chairs (range) pulled up to them.
 CHAIRS_AROUND = {"table": (2, 4), "desk": (1, 1)}
 
@@ -687,10 +688,10 @@ def generate_scene(seed: int, min_objects: int = 4, max_objects: int = 25, free_
     """
     rng = np.random.default_rng(seed)
     room = _sample_room(rng)
-    room_type = sorted(ROOM_TYPES)[int(rng.integers(len(ROOM_TYPES)))]
-    if room_type == "bathroom" and room.width * room.depth > 20:
-        room_type = "living_room"
     area = room.width * room.depth
+    types = sorted(ROOM_TYPES)  # bathrooms only up to 20 m^2, and then as likely as all other types together
+    odds = np.array([(3.0 if area <= BATHROOM_MAX_AREA else 0.0) if t == "bathroom" else 1.0 for t in types])
+    room_type = types[int(rng.choice(len(types), p=odds / odds.sum()))]
     upper = int(np.clip(round(6 + area / 2), min_objects, max_objects))
     target = int(rng.integers(max(min_objects, round(0.6 * upper)), upper + 1))
     objects: list[SceneObject] = []

@@ -78,6 +78,56 @@ def test_scene_is_deterministic_and_physically_valid():
                 assert d == pytest.approx(o.size[1] / 2, abs=1e-6)  # flush with a wall
 
 
+#: Furniture a room of each type must have (independent of the generator's own table).
+REQUIRED = {"bedroom": {"bed"}, "bathroom": {"toilet", "sink"}, "kitchen": {"refrigerator", "stove", "sink"},
+            "living_room": {"sofa"}, "office": {"desk", "chair"}}
+
+
+def test_rooms_are_furnished_by_type_with_small_objects_on_supports():
+    types, multi = set(), 0
+    for seed in range(20):
+        scene = generate_scene(seed, free_check=walkable_check)
+        cats = [o.category for o in scene.objects]
+        types.add(scene.room_type)
+        assert REQUIRED[scene.room_type] <= set(cats), (seed, scene.room_type, cats)
+        assert len(scene.objects) >= 6
+        multi += any(cats.count(c) >= 2 for c in set(cats))
+        for o in scene.objects:
+            if o.category in ("tv", "monitor", "microwave", "laptop", "pillow"):
+                assert o.support > 0, (seed, o.category)  # always on a piece of furniture
+            if o.category in ("lamp", "plant"):  # table lamps / small plants stand on furniture, tall ones on the floor
+                assert (o.support > 0) == (o.size[2] <= {"lamp": 0.8, "plant": 0.6}[o.category]), (seed, o.category)
+    assert multi >= 15  # most rooms have something to count
+    for room_type in set(REQUIRED) - types:  # the first room of each type not seen yet
+        scene = next(s for s in (generate_scene(seed) for seed in range(20, 400)) if s.room_type == room_type)
+        assert REQUIRED[room_type] <= {o.category for o in scene.objects}, (scene.seed, room_type)
+
+
+def test_look_alike_categories_have_distinct_shapes():
+    from modeling_spa3r.data.scenes import BUILDERS, SHAPE_BOX, SHAPE_CYLINDER
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        _, plant = BUILDERS["plant"](rng)
+        _, bin_parts = BUILDERS["trash can"](rng)
+        _, stove = BUILDERS["stove"](rng)
+        _, washer = BUILDERS["washer"](rng)
+        assert [p.shape for p in plant].count(SHAPE_CYLINDER) >= 4  # pot + three tiers of foliage
+        assert all(p.shape == SHAPE_BOX for p in bin_parts)  # square bins, round plants
+        assert [p.shape for p in stove].count(SHAPE_CYLINDER) == 4 and SHAPE_CYLINDER not in [p.shape for p in washer]
+
+
+def test_camera_keeps_objects_in_view():
+    shares = []
+    for seed in (3, 8, 11):
+        scene = generate_scene(seed, free_check=walkable_check)
+        traj = make_trajectory(np.random.default_rng([seed, 1]), scene.room, scene.objects, 40)
+        packed, k = pack_scene(scene), traj.intrinsics(40, 30)
+        shares += [(render(packed, k, pose, 40, 30).instance > 0).mean() for pose in traj.cam_to_world]
+    shares = np.array(shares)
+    assert (shares < 0.05).mean() <= 0.1 and shares.mean() > 0.2  # few blank-wall frames
+
+
 def test_trajectory_walks_free_space_at_eye_height():
     scene = generate_scene(5, free_check=walkable_check)
     traj = make_trajectory(np.random.default_rng(0), scene.room, scene.objects, 90)

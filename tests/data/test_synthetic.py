@@ -1,5 +1,6 @@
 """Dataset generation: on-disk layout, video, byte-identical outputs, CLI and contact sheet."""
 
+import json
 import runpy
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from PIL import Image
 
 from modeling_spa3r.data import io as dio
 from modeling_spa3r.data.contact_sheet import write_contact_sheet
+from modeling_spa3r.data.cli import dataset_report, main
+from modeling_spa3r.data.priors import blind_priors
 from modeling_spa3r.data.synthetic import SynthConfig, generate_dataset, scene_seed, split_counts
 
 from .conftest import SMALL
@@ -80,6 +83,27 @@ def test_command_line_and_contact_sheet(tmp_path, monkeypatch, capsys):
     runpy.run_path(script, run_name="__main__")
     image = np.asarray(Image.open(sheet).convert("RGB"))
     assert image.shape[0] > 300 and image.shape[1] > 600 and image.std() > 10
+
+
+def test_generator_report_has_type_mix_and_blind_priors(synth_root):
+    summary = dio.read_json(synth_root / "dataset.json")
+    priors = summary["blind_priors"]
+    assert (priors["fit"], priors["scored"]) == ("train", "val + test")
+    train = [json.loads(x) for x in (synth_root / "synthvsi_train.jsonl").read_text().splitlines()]
+    held_out = [json.loads(x) for s in ("val", "test") for x in (synth_root / f"synthvsi_{s}.jsonl").read_text().splitlines()]
+    expected = blind_priors(train, held_out)
+    assert priors["per_type"] == expected.per_type and priors["text_prior"] == expected.text_family
+    report = dataset_report(summary)
+    assert "| question type | questions | share % | VSI-Bench share % |" in report
+    assert "| object_abs_distance |" in report and "VSI-Bench share" in report
+    assert expected.table() in report
+
+
+def test_rooms_contact_sheet(synth_root, tmp_path):
+    scenes = sorted((synth_root / "scenes").iterdir())
+    main(["contact-sheet", *map(str, scenes), "--out", str(tmp_path / "rooms.png"), "--frames", "3"])
+    image = np.asarray(Image.open(tmp_path / "rooms.png").convert("RGB"))
+    assert image.shape[0] >= 3 * 200 and image.std() > 10  # one row per room
 
 
 def test_contact_sheet_of_real_layout_without_scene_json(synth_root, tmp_path):

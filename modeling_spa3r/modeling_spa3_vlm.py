@@ -340,6 +340,14 @@ class Spa3VLMModel(Spa3VLMPreTrainedModel, Qwen2_5_VLModel):
                 )
             views = sizes[scene][0]
             expected = sum(tokens_per_image[image : image + views])
+            images, covered = 0, 0  # the images whose tokens make up this sample's
+            while covered < num_tokens and image + images < len(tokens_per_image):
+                covered, images = covered + tokens_per_image[image + images], images + 1
+            if expected != num_tokens and covered == num_tokens:
+                raise ValueError(
+                    f"geometry scene {scene} has {views} view(s) (geometry_scene_sizes / geometry_pixel_values) but "
+                    f"sample {sample} has {images} image(s): every image of a sample must be one view of its scene"
+                )
             if expected != num_tokens:
                 raise ValueError(
                     f"image tokens do not match the images: sample {sample} has {num_tokens} image tokens, its "

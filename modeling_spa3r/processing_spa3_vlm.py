@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from transformers import Qwen2_5_VLProcessor
 
+from .validation import check_sampling
 from .video import FRAME_EXTENSIONS, load_video_frames, natural_key, sample_frame_indices, to_pil
 
 def geometry_view(image, size: int = 518, patch_size: int = 14) -> torch.Tensor:
@@ -94,6 +95,7 @@ class Spa3VLMProcessor(Qwen2_5_VLProcessor):
             "video_fps": kwargs.pop("video_fps", None),
         }
         kwargs.pop("do_sample_frames", None)
+        check_sampling(**sampling)
         if text is None:
             raise ValueError("Spa3VLMProcessor needs text with one image/video placeholder per image/video")
         texts = [text] if isinstance(text, str) else list(text)

@@ -21,6 +21,8 @@ __all__ = [
     "check_targets",
     "check_pose",
     "check_pinhole",
+    "check_frame",
+    "check_sampling",
     "check_file_exists",
     "check_positive",
 ]
@@ -178,6 +180,48 @@ def check_pinhole(k: np.ndarray, path: os.PathLike) -> None:
     """A 3×3 pinhole matrix with positive focal lengths; `DataError` names the file."""
     if not (k[0, 0] > 0 and k[1, 1] > 0):
         raise DataError(path, f"intrinsics need positive focal lengths, got fx={k[0, 0]:.6g}, fy={k[1, 1]:.6g}")
+
+
+#: PIL modes of 16-bit and float images: `convert("RGB")` clips them to 255 (almost white), so they are refused.
+WIDE_IMAGE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def check_frame(frame, name: str = "image") -> None:
+    """An 8-bit picture: a PIL image of an 8-bit mode, a uint8 array, or a float array in [0, 1]."""
+    if hasattr(frame, "mode") and hasattr(frame, "size"):  # PIL
+        if frame.mode in WIDE_IMAGE_MODES:
+            raise ValueError(
+                f"{name} is a 16-bit or float image (PIL mode {frame.mode!r}); converting it to RGB would clip it "
+                "to white: pass an 8-bit image, e.g. Image.fromarray((np.asarray(image) // 257).astype(np.uint8))"
+            )
+        if 0 in frame.size:
+            raise ValueError(f"{name} is empty ({frame.size[0]}x{frame.size[1]} pixels)")
+        return
+    array = frame.detach().cpu().numpy() if hasattr(frame, "detach") else np.asarray(frame)
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    if array.dtype == np.uint8:
+        return
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} has dtype {array.dtype}: pass uint8 (0-255) or floats in [0, 1]")
+    low, high = float(np.nanmin(array)), float(np.nanmax(array))
+    if np.isnan(array).any() or high > PIXEL_RANGE[1] or low < PIXEL_RANGE[0]:
+        raise ValueError(
+            f"{name} holds floats in [{low:.3g}, {high:.3g}] (or NaN); float frames must be in [0, 1]: divide 0-255 "
+            "values by 255 (or pass uint8)"
+        )
+
+
+def check_sampling(num_frames=None, fps=None, min_frames=1, max_frames=None, **_) -> None:
+    """Frame sampling settings: num_frames >= 1, fps > 0, 1 <= min_frames <= max_frames."""
+    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1):
+        raise ValueError(f"num_frames must be an integer >= 1, got {num_frames!r}")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be > 0 frames per second, got {fps!r}")
+    if min_frames is not None and min_frames < 1:
+        raise ValueError(f"min_frames must be >= 1, got {min_frames!r}")
+    if max_frames is not None and min_frames is not None and max_frames < min_frames:
+        raise ValueError(f"max_frames ({max_frames}) must be >= min_frames ({min_frames})")
 
 
 def check_file_exists(path: str | os.PathLike, what: str = "file") -> Path:

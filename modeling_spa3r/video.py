@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .validation import check_frame
+
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -133,6 +135,7 @@ def _decode_video_file(path: Path, policy: dict) -> list[Image.Image]:
 def _open_frame(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
+            check_frame(image, f"frame {path}")
             return image.convert("RGB")
     except OSError as error:
         raise ValueError(f"cannot read frame {path}: {error}") from error
@@ -140,6 +143,7 @@ def _open_frame(path: Path) -> Image.Image:
 
 def to_pil(frame) -> Image.Image:
     """A PIL image, a (H, W, 3) / (3, H, W) array or tensor (uint8, or floats in [0, 1]) → PIL RGB."""
+    check_frame(frame)
     if isinstance(frame, Image.Image):
         return frame.convert("RGB")
     array = frame.detach().cpu().numpy() if hasattr(frame, "detach") else np.asarray(frame)

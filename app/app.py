@@ -14,9 +14,11 @@ of held-out views (the last ones) from the latent of the others, next to the tea
 import argparse
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from modeling_spa3r.inference import answer, load_frames, load_vlm, scene_views
 from modeling_spa3r.processing_spa3_vlm import FRAME_EXTENSIONS
@@ -25,11 +27,53 @@ from modeling_spa3r.visualize import default_targets, field_figure, fields_figur
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 
 
+@dataclass
+class UploadLimits:
+    """What one request may upload; checked from file sizes and image/video headers, before anything is decoded."""
+
+    max_files: int = 64
+    max_bytes: int = 256 * 2**20  # all files together
+    max_pixels: int = 300_000_000  # all images together, or a video's decoded frames (32 frames of 4K: 265 M)
+
+
+def check_upload(paths: list[str], limits: UploadLimits, num_frames: int) -> None:
+    """`ValueError` naming the limit an upload exceeds (file count, bytes, pixels, a decompression bomb)."""
+    if len(paths) > limits.max_files:
+        raise ValueError(f"{len(paths)} files uploaded; at most {limits.max_files} per question")
+    total = sum(os.path.getsize(p) for p in paths)
+    if total > limits.max_bytes:
+        raise ValueError(f"the upload holds {total / 2**20:.1f} MiB; at most {limits.max_bytes / 2**20:.0f} MiB per question")
+    pixels = 0
+    for path in paths:
+        name = Path(path).name
+        if path.lower().endswith(VIDEO_EXTENSIONS):
+            import av
+
+            try:
+                with av.open(path) as container:
+                    stream = container.streams.video[0]
+                    pixels += stream.codec_context.width * stream.codec_context.height * num_frames
+            except (av.FFmpegError, IndexError) as error:
+                raise ValueError(f"{name} is not a readable video ({error})") from error
+            continue
+        try:
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+        except Image.DecompressionBombError as error:
+            raise ValueError(f"{name} is too large to decode safely (decompression bomb check: {error})") from error
+        except OSError as error:
+            raise ValueError(f"{name} is not a readable image ({error})") from error
+        pixels += width * height
+    if pixels > limits.max_pixels:
+        raise ValueError(f"the upload holds {pixels / 1e6:.1f} megapixels; at most {limits.max_pixels / 1e6:.1f} per question")
+
+
 class Spa3App:
     """Model, processor and the optional pretraining model; `run` answers one upload + question."""
 
     def __init__(self, model: str, pretraining: str | None = None, num_frames: int = 32, max_new_tokens: int = 128,
-                 device: str | None = None):
+                 device: str | None = None, limits: UploadLimits | None = None):
+        self.limits = limits or UploadLimits()
         self.model, self.processor = load_vlm(model, device=device)
         self.pretraining = None
         if pretraining is not None:
@@ -49,6 +93,7 @@ class Spa3App:
             raise ValueError(f"unsupported file type: {', '.join(unknown)} (upload one video or images)")
         if videos and (images or len(videos) > 1):
             raise ValueError("upload either one video or a set of images, not both")
+        check_upload(paths, self.limits, self.num_frames)
         return load_frames(video=videos[0], num_frames=self.num_frames) if videos else load_frames(images=images)
 
     def picture(self, frames: list) -> Path:
@@ -73,16 +118,15 @@ class Spa3App:
         return out
 
     def run(self, files, question: str):
-        import gradio as gr
-
+        """(answer, picture path); a bad upload's message goes in the answer box, with no picture."""
         if not files:
-            raise gr.Error("Upload a video or some images first.")
+            return "Error: upload a video or some images first.", None
         try:
             frames = self.frames([getattr(f, "name", f) for f in files])
             text = answer(self.model, self.processor, frames, question, self.max_new_tokens)
             return text, str(self.picture(frames))
         except ValueError as error:
-            raise gr.Error(str(error)) from error
+            return f"Error: {error}", None
 
 
 def build_demo(app: Spa3App):
@@ -116,9 +160,15 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
+    defaults = UploadLimits()
+    parser.add_argument("--max-files", type=int, default=defaults.max_files, help="files per question")
+    parser.add_argument("--max-mib", type=float, default=defaults.max_bytes / 2**20, help="MiB uploaded per question")
+    parser.add_argument("--max-megapixels", type=float, default=defaults.max_pixels / 1e6,
+                        help="megapixels per question (images, or a video's sampled frames)")
     args = parser.parse_args(argv)
-    app = Spa3App(args.model, args.pretraining, args.num_frames, args.max_new_tokens, args.device)
-    build_demo(app).launch(server_name=args.host, server_port=args.port, show_error=True)
+    limits = UploadLimits(args.max_files, int(args.max_mib * 2**20), int(args.max_megapixels * 1e6))
+    app = Spa3App(args.model, args.pretraining, args.num_frames, args.max_new_tokens, args.device, limits)
+    build_demo(app).launch(server_name=args.host, server_port=args.port, show_error=True, max_file_size=limits.max_bytes)
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ class MultiViewDataset(Dataset):
     """Multi-view samples from scene folders.
 
     Args:
-        scenes: a data root (see :func:`find_scenes`) or a list of scene folders.
+        scenes: a data root (ScanNet-like folders, a ScanNet++ release, ...; see :func:`open_scenes`) or a list
+            of scene folders or scene objects.
         views: inclusive (min, max) views per sample when the sampler does not fix V.
         stride: inclusive stride range, or a preset name from :data:`PRESETS` (``sampling="stride"``).
         sampling: "stride" (:func:`sample_frame_indices`) or "spread" (:func:`sample_spread_indices`).

@@ -3,6 +3,7 @@
 from transformers import Qwen2_5_VLConfig
 from transformers.configuration_utils import PreTrainedConfig
 
+from .attention import geometry_attention_for
 from .configuration_spa3r import Spa3RConfig
 
 # Fields an official hustvl/Spa3-VLM config.json adds to a `qwen2_5_vl` config.
@@ -47,6 +48,22 @@ class Spa3VLMConfig(Qwen2_5_VLConfig):
             raise ValueError(
                 f"text hidden_size {hidden_size} is not divisible by geometry_adaptor_ratio {self.geometry_adaptor_ratio}"
             )
+
+    @property
+    def _attn_implementation(self):
+        return self._attn_implementation_internal
+
+    @_attn_implementation.setter
+    def _attn_implementation(self, value: str | dict | None):
+        """
+        One string (e.g. `attn_implementation="flash_attention_2"` or `"eager"`) goes to Qwen's vision tower and
+        language model, while the Spa3R encoder keeps SDPA (its only implementation, see `attention.py`); the dict
+        form sets each part, e.g. `{"text_config": "flash_attention_2", "vision_config": "sdpa", "geometry_config": "sdpa"}`.
+        """
+        PreTrainedConfig._attn_implementation.fset(self, value)
+        geometry = getattr(self, "geometry_config", None)
+        if isinstance(geometry, PreTrainedConfig) and not isinstance(value, dict):
+            geometry._attn_implementation = geometry_attention_for(value)
 
     @classmethod
     def from_qwen_config(cls, qwen_config: Qwen2_5_VLConfig, geometry_config: Spa3RConfig | dict | None = None, **kwargs):

@@ -664,6 +664,12 @@ class VGGTPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Block"]
     _supports_sdpa = True
 
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """SDPA only; flash_attention_* requests are served by SDPA, others refused (see `attention.py`)."""
+        from .attention import resolve_sdpa_only_attention
+
+        return resolve_sdpa_only_attention(self, requested_attention)
+
     def _init_weights(self, module):
         init_vggt_module(module, self.config.initializer_range)
 

@@ -81,14 +81,14 @@ def check_pixel_values(pixel_values, patch_size: int = 1, min_views: int = 1, na
     low, high = torch.stack((low, high)).float().tolist()
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    if high > PIXEL_RANGE[1]:
-        raise ValueError(
-            f"{name} must be in [0, 1], got values in [{low:.3g}, {high:.3g}]: divide 0–255 images by 255"
-        )
     if low < PIXEL_RANGE[0]:
         raise ValueError(
             f"{name} must be in [0, 1], got values in [{low:.3g}, {high:.3g}]: pass unnormalised images "
             "(the model applies its own mean/std)"
+        )
+    if high > PIXEL_RANGE[1]:
+        raise ValueError(
+            f"{name} must be in [0, 1], got values in [{low:.3g}, {high:.3g}]: divide 0–255 images by 255"
         )
 
 
@@ -204,10 +204,12 @@ def check_frame(frame, name: str = "image") -> None:
         return
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{name} has dtype {array.dtype}: pass uint8 (0-255) or floats in [0, 1]")
-    low, high = float(np.nanmin(array)), float(np.nanmax(array))
-    if np.isnan(array).any() or high > PIXEL_RANGE[1] or low < PIXEL_RANGE[0]:
+    low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if high > PIXEL_RANGE[1] or low < PIXEL_RANGE[0]:
         raise ValueError(
-            f"{name} holds floats in [{low:.3g}, {high:.3g}] (or NaN); float frames must be in [0, 1]: divide 0-255 "
+            f"{name} holds floats in [{low:.3g}, {high:.3g}]; float frames must be in [0, 1]: divide 0-255 "
             "values by 255 (or pass uint8)"
         )
 

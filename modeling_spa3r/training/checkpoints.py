@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -70,7 +71,7 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
                 return f"{path} is missing (a save or a deletion was interrupted)"
             if path.stat().st_size != size:
                 return f"{path} has {path.stat().st_size} bytes, {size} when saved (the file was cut short or replaced)"
-        return None
+        return _unreadable_file(folder)
     # A checkpoint written without the callback: it needs its state and weights at least.
     try:
         json.loads((folder / STATE_FILE).read_text())
@@ -80,6 +81,23 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
         return f"{folder / STATE_FILE} is truncated (the save was interrupted)"
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         return f"{folder} holds no weights ({', '.join(WEIGHT_FILES)})"
+    return _unreadable_file(folder)
+
+
+def _unreadable_file(folder: Path) -> str | None:
+    """Cheap integrity checks that read no tensors: torch files (optimizer, scheduler, RNG states) are zip archives
+    whose directory sits at the end of the file, safetensors files start with a header naming every byte range."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")) + sorted(folder.glob("*.bin")):
+        if not zipfile.is_zipfile(path):
+            return f"{path} is truncated or corrupt (not a torch zip archive)"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except Exception as error:  # safetensors raises its own error type for bad headers
+            return f"{path} is truncated or corrupt ({str(error).splitlines()[0]})"
     return None
 
 
@@ -134,8 +152,8 @@ def load_checkpoint_weights(model: torch.nn.Module, folder: str | os.PathLike) -
     for path in files:
         try:
             saved.update(load_file(str(path)))
-        except (OSError, RuntimeError, ValueError) as error:  # safetensors reports a corrupt header as any of these
-            raise DataError(f"{path}: not a readable safetensors file ({error})") from error
+        except Exception as error:  # safetensors raises its own SafetensorError for corrupt or truncated files
+            raise DataError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0]})") from error
     expected = model.state_dict()
     transforms = get_model_conversion_mapping(model)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]

@@ -299,17 +299,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modeling_spa3r.convert", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="kind", required=True)
     spa3r = sub.add_parser("spa3r", help="official spa3r.ckpt → Spa3RModel / Spa3RForPretraining directory")
-    spa3r.add_argument("--checkpoint", required=True, help="spa3r.ckpt (Lightning) or a .safetensors state dict")
+    spa3r.add_argument("--checkpoint", "--input", dest="checkpoint", required=True, help="spa3r.ckpt (Lightning) or a .safetensors state dict")
     spa3r.add_argument("--vggt-checkpoint", help="facebook/VGGT-1B model.safetensors, if spa3r.ckpt lacks the backbone")
     spa3r.add_argument("--config", help="config.json of a Spa3RConfig (default: the released architecture)")
     spa3r.add_argument("--pretraining", action="store_true", help="convert the full pretraining model")
-    spa3r.add_argument("--out", required=True)
+    spa3r.add_argument("--out", "--output", dest="out", required=True, help="folder to write")
     vggt = sub.add_parser("vggt", help="facebook/VGGT-1B model.safetensors → VGGTModel directory")
-    vggt.add_argument("--checkpoint", required=True)
+    vggt.add_argument("--checkpoint", "--input", dest="checkpoint", required=True, help="VGGT-1B model.safetensors")
     vggt.add_argument("--config", help="config.json of a VGGTConfig (default: VGGT-1B)")
-    vggt.add_argument("--out", required=True)
+    vggt.add_argument("--out", "--output", dest="out", required=True, help="folder to write")
+    # listed for the help text; `spa3r convert vlm` / `main(["vlm", ...])` go to convert_spa3_vlm's own parser
+    sub.add_parser("vlm", help="official hustvl/Spa3-VLM folder → Spa3VLMForConditionalGeneration folder (vlm --help)")
     for p in (spa3r, vggt):
         p.add_argument("--no-strict", action="store_true", help="write the model even if keys are missing/unexpected")
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["vlm"]:
+        from .convert_spa3_vlm import main as vlm_main
+
+        return vlm_main(argv[1:])
     args = parser.parse_args(argv)
     if args.kind == "spa3r":
         config = Spa3RConfig.from_json_file(args.config) if args.config else None

@@ -47,8 +47,8 @@ def _processor_from(input_dir):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modeling_spa3r.convert_spa3_vlm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="official hustvl/Spa3-VLM directory")
-    parser.add_argument("--output", required=True, help="where to write the converted directory")
+    parser.add_argument("--input", "--checkpoint", dest="input", required=True, help="official hustvl/Spa3-VLM directory")
+    parser.add_argument("--output", "--out", dest="output", required=True, help="where to write the converted directory")
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--geometry-config", help="Spa3RConfig json giving the Spa3R sizes")
     sizes.add_argument("--reference-json", help="parity json whose geometry_encoder_spec gives the Spa3R sizes")

@@ -1,4 +1,4 @@
-"""lmms-eval model plugin: ``lmms_eval --model spa3_vlm --model_args pretrained=PATH --tasks vsibench``.
+"""lmms-eval model plugin: ``lmms-eval --model spa3_vlm --model_args pretrained=PATH --tasks vsibench``.
 
 Registration uses lmms-eval's entry-point group ``lmms_eval.models`` (lmms-eval >= 0.7), declared in
 the package metadata as ``spa3_vlm = modeling_spa3r.lmms_eval_plugin:spa3_vlm_manifest``.
@@ -20,10 +20,9 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 
 from .eval_vsibench import generate_answers, load_frames, load_model_and_processor
+from .video import VIDEO_EXTENSIONS
 
 __all__ = ["Spa3VLM", "spa3_vlm_manifest"]
-
-_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 def spa3_vlm_manifest() -> ModelManifest:
@@ -81,7 +80,7 @@ class Spa3VLM(lmms):
         for visual in visuals or []:
             if isinstance(visual, Image.Image):
                 frames.append(visual.convert("RGB"))
-            elif isinstance(visual, (str, Path)) and (Path(visual).is_dir() or str(visual).lower().endswith(_VIDEO_SUFFIXES)):
+            elif isinstance(visual, (str, Path)) and (Path(visual).is_dir() or str(visual).lower().endswith(VIDEO_EXTENSIONS)):
                 frames.extend(load_frames(visual, self.num_frames))
             else:
                 raise ValueError(f"spa3_vlm: unsupported visual {visual!r} (expected a video path, frame folder or PIL image)")

@@ -130,6 +130,8 @@ class Spa3RConfig(PreTrainedConfig):
             scenes whose targets and cameras come from the batch); it is then no teacher and is always saved.
         geometry_target_size: channels of the geometric target the `geo` head predicts; `None` = the aggregated
             width 2C (the aggregator's features). Set it when geometry targets come from the batch.
+        loss_views: where the losses are computed: `"all"` views (the released recipe: context views are
+            reconstructed too) or `"target"` views only (every term then needs the latent to carry unseen views).
     """
 
     model_type = "spa3r"
@@ -157,6 +159,7 @@ class Spa3RConfig(PreTrainedConfig):
     save_teachers: bool = True
     train_backbone: bool = False
     geometry_target_size: int | None = None
+    loss_views: Literal["all", "target"] = "all"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -170,6 +173,8 @@ class Spa3RConfig(PreTrainedConfig):
             raise ValueError(f"PRoPE needs a head dim divisible by 8, got {head_dim}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.loss_views not in ("all", "target"):
+            raise ValueError(f"loss_views must be 'all' or 'target', got {self.loss_views!r}")
         if self.semantic_teacher_config is not None and self.semantic_teacher_config.hidden_size != self.semantic_size:
             raise ValueError(
                 f"semantic_size {self.semantic_size} differs from the teacher's hidden_size "

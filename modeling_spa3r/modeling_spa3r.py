@@ -212,10 +212,14 @@ class Spa3RForPretrainingOutput(ModelOutput):
     """
     Args:
         loss: scalar sum of every term in `losses`.
-        losses: `{"geo/l1", "geo/cos", "sem/l1", "sem/cos", "depth_prob"}` → scalar.
+        losses: `{"geo/l1", "geo/cos", "sem/l1", "sem/cos", "depth_prob"}` → scalar, over the views
+            `config.loss_views` selects.
+        representation_loss: sum of the terms that train the encoder and decoder (all but `PROBE_LOSS_TERMS`).
+        probe_loss: sum of the detached probe terms (`PROBE_LOSS_TERMS`; they train only their own head).
         latents: (B, Q, D) latent of the context views.
         view_mask: (B, V) bool, True = target view.
-        extrinsics: (B, V, 3, 4) world→camera; intrinsics (B, V, 3, 3) pixels (from the camera head or the batch).
+        extrinsics: (B, V, 3, 4) world→camera relative to the first context view; intrinsics (B, V, 3, 3) pixels
+            (from the camera head, or the batch's re-expressed by `relative_to_first_context_view`).
         pred_geo: (B, V, Np, A), pred_sem (B, V, Np, Cs), pred_depth (B, V, Np, 1) for every view.
         target_geo: (B, V, Np, A), target_sem (B, V, Np, Cs), target_depth (B, V, Np, 1).
         context_features: (B, Vc, Np, A) aggregator features the encoder saw.
@@ -226,6 +230,8 @@ class Spa3RForPretrainingOutput(ModelOutput):
 
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] | None = None
+    representation_loss: torch.Tensor | None = None
+    probe_loss: torch.Tensor | None = None
     latents: torch.Tensor | None = None
     view_mask: torch.Tensor | None = None
     extrinsics: torch.Tensor | None = None
@@ -348,14 +354,42 @@ def sample_view_mask(batch: int, num_views: int, mask_ratio: float, generator=No
     return view_mask
 
 
+def relative_to_first_context_view(extrinsics: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+    """
+    World→camera extrinsics (B, V, 3, 4) in any world frame → the same cameras in the canonical frame: the camera
+    frame of each sample's first context view (VGGT's convention; that view becomes [I | 0]). E_v ↦ E_v · E_ref⁻¹.
+    A rigid motion of the whole scene leaves the result unchanged. view_mask (B, V) bool, True = target.
+    """
+    reference = context_first_order(view_mask)[:, 0]  # (B,)
+    rows = torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64, device=extrinsics.device)
+    world_to_camera = torch.cat((extrinsics.double(), rows.expand(*extrinsics.shape[:2], 1, 4)), dim=-2)  # (B, V, 4, 4)
+    reference_inverse = _invert_se3(world_to_camera[torch.arange(len(reference)), reference])  # (B, 4, 4)
+    return (world_to_camera @ reference_inverse[:, None])[..., :3, :].to(extrinsics.dtype)
+
+
 def smooth_l1_and_cosine(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pred, target = pred.float(), target.float()
     cosine = (F.normalize(pred, dim=-1) * F.normalize(target, dim=-1)).sum(-1)
     return F.smooth_l1_loss(pred, target), (1 - cosine).mean()
 
 
+#: loss terms that only probe the representation (computed on detached decoder outputs; they train their own head)
+PROBE_LOSS_TERMS = ("depth_prob",)
+
+
 class Spa3RForPretraining(Spa3RPreTrainedModel):
-    """PSFM pretraining: encode the context views, decode the teachers' feature fields of all views from cameras."""
+    """
+    PSFM pretraining: encode the context views, decode the teachers' feature fields of the views from cameras.
+
+    Camera convention: every camera the decoder sees is world→camera relative to the sample's first context view
+    (that view's camera frame is the world; VGGT's convention). Teacher cameras come from VGGT's camera head, which
+    predicts them in this frame. Cameras passed to `forward` (e.g. ground-truth poses of scene folders, in the
+    scene's own world frame) are re-expressed in it by `relative_to_first_context_view`, so a rigid motion of the
+    whole scene leaves the loss and predictions unchanged. Geometric targets are per-camera quantities (teacher
+    features, rendered camera-frame normals and depth), so they need no conversion. Scale is not normalised:
+    rendered depth is metric, and rescaling the scene changes the targets (and the loss) on purpose.
+    Loss placement (`config.loss_views`): every view (the released recipe) or the target views only.
+    """
 
     def __init__(self, config: Spa3RConfig):
         super().__init__(config)
@@ -462,8 +496,9 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         semantic_targets: (B, V, h·w, Cs) semantic target fields (skips the DINOv3 pass).
         geometry_targets: (B, V, h·w, Cg) geometric target fields (instead of the aggregator's features).
         depth_targets: (B, V, h·w, 1) depth at patch resolution (skips the DPT depth head).
-        extrinsics / intrinsics: (B, V, 3, 4) world→camera and (B, V, 3, 3) pixels, e.g. ground-truth poses (skip
-            the camera head); both or neither.
+        extrinsics / intrinsics: (B, V, 3, 4) world→camera in any world frame and (B, V, 3, 3) pixels, e.g.
+            ground-truth poses (skip the camera head); both or neither. Re-expressed relative to the first context
+            view (see the class docstring).
         asymmetric_masking: overrides `config.asymmetric_masking`.
         """
         vggt = self.config.vggt_config
@@ -479,6 +514,8 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
                     "geometry_targets": self.config.geometry_target_size or vggt.aggregated_size}  # fmt: skip
         check_targets(targets, batch, num_views, num_patches, channels)
         check_cameras(extrinsics, intrinsics, batch, num_views)
+        if extrinsics is not None:
+            extrinsics = relative_to_first_context_view(extrinsics, view_mask)
         asymmetric = self.config.asymmetric_masking if asymmetric_masking is None else asymmetric_masking
         context_views = context_first_order(view_mask)[:, : int((~view_mask[0]).sum())]
         start = self.spa3r.aggregator.patch_start_idx
@@ -518,16 +555,23 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         pred_sem = self.heads["sem"](decoder_output)
         pred_depth = self.depth_prob(decoder_output.detach())  # probe: does not shape the representation
 
-        loss = losses = None
+        loss = losses = representation_loss = probe_loss = None
         if return_loss:
-            geo_l1, geo_cos = smooth_l1_and_cosine(pred_geo, target_geo)
-            sem_l1, sem_cos = smooth_l1_and_cosine(pred_sem, semantic_targets)
-            depth_loss = F.smooth_l1_loss(pred_depth.float(), depth_targets.float())
+            pairs = {"geo": (pred_geo, target_geo), "sem": (pred_sem, semantic_targets), "depth": (pred_depth, depth_targets)}
+            if self.config.loss_views == "target":
+                pairs = {name: (pred[view_mask], target[view_mask]) for name, (pred, target) in pairs.items()}
+            geo_l1, geo_cos = smooth_l1_and_cosine(*pairs["geo"])
+            sem_l1, sem_cos = smooth_l1_and_cosine(*pairs["sem"])
+            depth_loss = F.smooth_l1_loss(pairs["depth"][0].float(), pairs["depth"][1].float())
             losses = {"geo/l1": geo_l1, "geo/cos": geo_cos, "sem/l1": sem_l1, "sem/cos": sem_cos, "depth_prob": depth_loss}
             loss = sum(losses.values())
+            representation_loss = sum(value for name, value in losses.items() if name not in PROBE_LOSS_TERMS)
+            probe_loss = sum(losses[name] for name in PROBE_LOSS_TERMS)
         return Spa3RForPretrainingOutput(
             loss=loss,
             losses=losses,
+            representation_loss=representation_loss,
+            probe_loss=probe_loss,
             latents=encoded.latents,
             view_mask=view_mask,
             extrinsics=extrinsics,
@@ -547,6 +591,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
 
 
 __all__ = [
+    "PROBE_LOSS_TERMS",
     "PRoPE",
     "Spa3RForPretraining",
     "Spa3RForPretrainingOutput",
@@ -554,5 +599,6 @@ __all__ = [
     "Spa3RModelOutput",
     "Spa3RPreTrainedModel",
     "camera_rays",
+    "relative_to_first_context_view",
     "sample_view_mask",
 ]

@@ -1,6 +1,7 @@
 """Multi-view torch datasets over ScanNet-like scene folders (synthetic, ScanNet, ScanNet++).
 
-A sample is V views of one scene, taken at a random stride from a random start frame, resized to a
+A sample is V views of one scene, taken at a random stride from a random start frame (or spread over the
+whole trajectory, ``sampling="spread"``), resized to a
 fixed width (518 by default) keeping the aspect ratio, then centre-cropped to multiples of 14:
 
 * ``pixel_values`` float32 (V, 3, H, W) in [0, 1]

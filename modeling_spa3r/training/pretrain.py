@@ -7,7 +7,13 @@ Data: scene folders (ScanNet, ScanNet++, synthetic; weighted mixtures) through `
 one view count V drawn by `ViewBudgetBatchSampler` (≈ `images_per_device` images), aligned by `collate_views`.
 The view split is part of the data (seeded by epoch and sample), so a resumed run sees the same batches and splits.
 Targets and cameras come from the frozen teachers, or (`targets: rendered`, `cameras: ground_truth`) from the
-rendered depth / normals / semantic maps and the poses of the scene folders.
+rendered depth / normals / semantic maps and the poses of the scene folders (the model re-expresses poses relative
+to the first context view, VGGT's convention; see `Spa3RForPretraining`).
+Held-out loss: `--eval_data KIND:PATH` or `--eval_fraction F` (the last F of each train root's scenes, taken out of
+training); every held-out room gives one sample of `eval_views` views with a fixed frame choice and view split, so
+the `eval_*` terms of successive evaluations (`--eval_strategy steps --eval_steps N`) are comparable.
+Logged next to `loss` and the terms: `representation_loss` (what trains the encoder/decoder) and `probe_loss` (the
+detached probes).
 """
 
 import logging
@@ -25,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments, set_seed
 
 from ..configuration_spa3r import Spa3RConfig
-from ..data.datasets import PRESETS, MultiViewDataset, ViewBudgetBatchSampler, collate_views
+from ..data.datasets import PRESETS, SAMPLINGS, MultiViewDataset, ViewBudgetBatchSampler, collate_views, find_scenes
 from ..modeling_spa3r import Spa3RForPretraining, sample_view_mask
 from .checkpoints import train_resumable
 from .model_card import write_training_card
@@ -46,6 +52,9 @@ class ModelArguments:
     )
     asymmetric_masking: bool | None = field(default=None, metadata={"help": "override config.asymmetric_masking"})
     mask_ratio: float | None = field(default=None, metadata={"help": "override config.mask_ratio"})
+    loss_views: Literal["all", "target"] | None = field(
+        default=None, metadata={"help": "override config.loss_views: losses on all views or the target views only"}
+    )
 
 
 @dataclass
@@ -57,6 +66,13 @@ class DataArguments:
         default=None, metadata={"help": "share of each train_data entry in an epoch (default: by size)"}
     )
     eval_data: list[str] | None = field(default=None, metadata={"help": "KIND:PATH scene roots for evaluation"})
+    eval_fraction: float = field(
+        default=0.0, metadata={"help": "hold out this fraction of each train_data root's scenes for evaluation"}
+    )
+    eval_views: int | None = field(default=None, metadata={"help": "views per held-out sample (default: max views)"})
+    sampling: str = field(
+        default="stride", metadata={"help": "frames of a sample: 'stride' (consecutive) or 'spread' (whole trajectory)"}
+    )
     views: list[int] = field(default_factory=lambda: [4, 12], metadata={"help": "min and max views per sample"})
     images_per_device: int = field(default=24, metadata={"help": "image budget of a batch (B = budget // V)"})
     image_width: int = field(default=518, metadata={"help": "views are resized to this width, cropped to 14s"})
@@ -187,15 +203,16 @@ class Spa3RTrainer(Trainer):
 
     loss_is_scaled_for_ga = False  # the model returns a per-batch mean: let the Trainer divide by accumulation
 
-    def __init__(self, *args, views=(4, 12), images_per_device: int = 24, **kwargs):
+    def __init__(self, *args, views=(4, 12), images_per_device: int = 24, eval_views: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.views, self.images_per_device = tuple(views), images_per_device
+        self.eval_views = eval_views or self.views[1]
         self._loss_terms = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def _view_loader(self, dataset, shuffle: bool) -> DataLoader:
         sampler = EpochBatchSampler(
             dataset,
-            views=self.views,
+            views=self.views if shuffle else (self.eval_views, self.eval_views),
             images_per_batch=self.images_per_device,
             shuffle=shuffle,
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
@@ -225,7 +242,8 @@ class Spa3RTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         terms = self._loss_terms["train" if model.training else "eval"]
-        for name, value in outputs.losses.items():
+        logged = {**outputs.losses, "representation_loss": outputs.representation_loss, "probe_loss": outputs.probe_loss}
+        for name, value in logged.items():
             terms[name].append(value.detach().float())
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
@@ -251,21 +269,39 @@ def build_datasets(data: DataArguments, mask_ratio: float, seed: int) -> tuple[D
         raise ValueError("no training data: pass --train_data KIND:PATH (e.g. synthetic:data/synth)")
     if len(data.views) != 2 or not 2 <= data.views[0] <= data.views[1]:
         raise ValueError(f"views must be two numbers MIN MAX with 2 <= MIN <= MAX, got {data.views}")
+    if data.sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {data.sampling!r}")
+    if not 0.0 <= data.eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {data.eval_fraction}")
+    if data.eval_fraction and data.eval_data:
+        raise ValueError("pass either --eval_data or --eval_fraction, not both")
+    eval_views = data.eval_views or data.views[1]
+    if eval_views < 2:
+        raise ValueError(f"eval_views must be at least 2, got {eval_views}")
 
-    def mixture(specs, weights, length):
-        datasets = []
-        for spec in specs:
-            kind, path = parse_data_spec(spec)
-            datasets.append(
-                MultiViewDataset(
-                    path, views=tuple(data.views), stride=kind, width=data.image_width,
-                    samples_per_scene=data.samples_per_scene, seed=seed,
-                )
-            )  # fmt: skip
-        return SceneMixture(datasets, weights, length, mask_ratio=mask_ratio, seed=seed)
+    def dataset(scenes, kind, views, samples_per_scene):
+        return MultiViewDataset(
+            scenes, views=views, stride=kind, width=data.image_width, samples_per_scene=samples_per_scene, seed=seed,
+            sampling=data.sampling,
+        )  # fmt: skip
 
-    train = mixture(data.train_data, data.train_data_weights, data.samples_per_epoch)
-    evaluation = mixture(data.eval_data, None, None) if data.eval_data else None
+    train_sets, eval_sets = [], []
+    for spec in data.train_data:
+        kind, path = parse_data_spec(spec)
+        scenes = path
+        if data.eval_fraction:
+            scenes = find_scenes(path)
+            num_eval = max(1, round(len(scenes) * data.eval_fraction))
+            if num_eval >= len(scenes):
+                raise ValueError(f"eval_fraction {data.eval_fraction} leaves no training scene of the {len(scenes)} in {path}")
+            scenes, held_out = scenes[:-num_eval], scenes[-num_eval:]
+            eval_sets.append(dataset(held_out, kind, (eval_views, eval_views), 1))
+        train_sets.append(dataset(scenes, kind, tuple(data.views), data.samples_per_scene))
+    for spec in data.eval_data or []:
+        kind, path = parse_data_spec(spec)
+        eval_sets.append(dataset(path, kind, (eval_views, eval_views), 1))
+    train = SceneMixture(train_sets, data.train_data_weights, data.samples_per_epoch, mask_ratio=mask_ratio, seed=seed)
+    evaluation = SceneMixture(eval_sets, None, None, mask_ratio=mask_ratio, seed=seed) if eval_sets else None
     return train, evaluation
 
 
@@ -273,7 +309,11 @@ def build_model(model_args: ModelArguments) -> Spa3RForPretraining:
     """A fresh or loaded `Spa3RForPretraining`; teachers are (re)loaded from `teachers_path` when given."""
     overrides = {
         key: value
-        for key, value in (("asymmetric_masking", model_args.asymmetric_masking), ("mask_ratio", model_args.mask_ratio))
+        for key, value in (
+            ("asymmetric_masking", model_args.asymmetric_masking),
+            ("mask_ratio", model_args.mask_ratio),
+            ("loss_views", model_args.loss_views),
+        )
         if value is not None
     }
     if model_args.model_name_or_path:
@@ -322,6 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=collator,
         views=data_args.views,
         images_per_device=data_args.images_per_device,
+        eval_views=data_args.eval_views,
     )
     result = train_resumable(trainer, training_args.resume_from_checkpoint)
     trainer.save_model()

@@ -7,14 +7,22 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from modeling_spa3r import Spa3RForPretraining
-from modeling_spa3r.data.datasets import MultiViewDataset
-from modeling_spa3r.training.pretrain import EpochBatchSampler, PretrainingCollator, SceneMixture
+from modeling_spa3r import Spa3RConfig, Spa3RForPretraining
+from modeling_spa3r.data.datasets import MultiViewDataset, sample_spread_indices
+from modeling_spa3r.modeling_spa3r import relative_to_first_context_view
+from modeling_spa3r.training.pretrain import (
+    DataArguments,
+    EpochBatchSampler,
+    PretrainingCollator,
+    SceneMixture,
+    build_datasets,
+)
 from modeling_spa3r.training.presets import load_preset
 
 from ..fixtures_spa3r import tiny_spa3r_config
@@ -67,15 +75,124 @@ def test_batch_targets_cameras_and_trainable_backbone(images, tmp_path):
     assert any(k.startswith("spa3r.aggregator.") for k in saved) and not any(k.startswith("camera_head.") for k in saved)
 
 
+def random_rigid_motion(generator: torch.Generator) -> torch.Tensor:
+    """A random world motion (4, 4): rotation from a QR decomposition (det +1), translation of a few metres."""
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    motion = torch.eye(4, dtype=torch.float64)
+    motion[:3, :3], motion[:3, 3] = q, 3 * torch.randn(3, generator=generator, dtype=torch.float64)
+    return motion
+
+
+def move_world(extrinsics: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """World→camera (…, 3, 4) of the same cameras after the whole scene moved by `motion`: E ↦ E · motion⁻¹."""
+    return (extrinsics.double() @ torch.linalg.inv(motion)).float()
+
+
 def test_batch_cameras_replace_the_camera_head(spa3r_config, images):
     model = Spa3RForPretraining(spa3r_config).eval()
     teacher = model(images, view_mask=VIEW_MASK)
     given = model(images, view_mask=VIEW_MASK, extrinsics=teacher.extrinsics, intrinsics=teacher.intrinsics)
-    torch.testing.assert_close(given.loss, teacher.loss, atol=0, rtol=0)
-    moved = teacher.extrinsics.clone()
-    moved[..., 3] += 1.0
-    other = model(images, view_mask=VIEW_MASK, extrinsics=moved, intrinsics=teacher.intrinsics)
-    assert not torch.equal(other.pred_geo, teacher.pred_geo)
+    assert given.pose_encodings is None and torch.equal(given.target_geo, teacher.target_geo)
+    canonical = relative_to_first_context_view(teacher.extrinsics, VIEW_MASK)
+    torch.testing.assert_close(given.extrinsics, canonical)
+    again = model(images, view_mask=VIEW_MASK, extrinsics=canonical, intrinsics=teacher.intrinsics)
+    torch.testing.assert_close(again.loss, given.loss, atol=1e-6, rtol=0)  # canonical cameras are a fixed point
+    shifted = teacher.extrinsics.clone()
+    shifted[:, 1:, :, 3] += 1.0  # the other cameras move relative to the first one: a different scene
+    other = model(images, view_mask=VIEW_MASK, extrinsics=shifted, intrinsics=teacher.intrinsics)
+    assert not torch.allclose(other.pred_geo, given.pred_geo, atol=1e-4)
+
+
+def test_first_context_view_becomes_the_world_frame():
+    generator = torch.Generator().manual_seed(0)
+    poses = torch.stack([random_rigid_motion(generator) for _ in range(8)]).float().view(2, 4, 4, 4)[..., :3, :]
+    canonical = relative_to_first_context_view(poses, VIEW_MASK)
+    torch.testing.assert_close(canonical[:, 0], torch.eye(3, 4).expand(2, 3, 4), atol=1e-6, rtol=0)
+    mask = torch.tensor([[True, False, False, True], [False, True, False, True]])  # first context view: 1, then 0
+    canonical = relative_to_first_context_view(poses, mask)
+    torch.testing.assert_close(canonical[0, 1], torch.eye(3, 4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(canonical[1, 0], torch.eye(3, 4), atol=1e-6, rtol=0)
+    # relative poses between views are kept: camera 2 seen from camera 3 is the same in both frames
+    def relative(e, i, j):
+        full = torch.cat((e, torch.tensor([0.0, 0, 0, 1]).expand(*e.shape[:-2], 1, 4)), -2).double()
+        return full[..., i, :, :] @ torch.linalg.inv(full[..., j, :, :])
+
+    torch.testing.assert_close(relative(canonical, 2, 3), relative(poses, 2, 3), atol=1e-5, rtol=0)
+
+
+def rendered_model(**overrides) -> Spa3RForPretraining:
+    config = Spa3RConfig.from_json_file(str(REPO / "configuration" / "models" / "spa3r-synthetic-tiny.json"))
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    return Spa3RForPretraining(config).eval()
+
+
+@pytest.mark.parametrize("loss_views", ["all", "target"])
+def test_rigid_motion_of_the_scene_leaves_ground_truth_camera_loss_unchanged(images, loss_views):
+    """Ground-truth cameras are re-expressed relative to the first context view, so moving the whole scene (every
+    pose by one random rigid motion) changes neither loss nor predictions. Not scale-invariant: depth is metric."""
+    model = rendered_model(loss_views=loss_views)
+    targets = batch_targets(classes=29)
+    generator = torch.Generator().manual_seed(1)
+    poses = torch.stack([random_rigid_motion(generator) for _ in range(8)]).float().view(2, 4, 4, 4)[..., :3, :]
+    _, intrinsics = cameras()
+    with torch.no_grad():
+        reference = model(images, view_mask=VIEW_MASK, extrinsics=poses, intrinsics=intrinsics, **targets)
+        for _ in range(3):
+            moved = move_world(poses, random_rigid_motion(generator))
+            out = model(images, view_mask=VIEW_MASK, extrinsics=moved, intrinsics=intrinsics, **targets)
+            torch.testing.assert_close(out.loss, reference.loss, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out.pred_geo, reference.pred_geo, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(out.pred_sem, reference.pred_sem, atol=1e-4, rtol=1e-4)
+        before_fix = model.decode(reference.latents, moved, intrinsics, images.shape[-2:], (2, 3))[0]
+    assert not torch.allclose(before_fix, reference.decoder_output, atol=1e-3)  # raw world poses would leak
+
+
+@pytest.mark.parametrize("camera_source", ["ground_truth", "teacher"])
+def test_moving_a_scene_folder_rigidly_leaves_the_pipeline_loss_unchanged(training_synth_root, tmp_path, camera_source):
+    """End to end (scene folder → dataset → collator → model) for both camera sources: a copy of a scene whose
+    poses are all moved by one rigid motion gives the same loss and predictions."""
+    import shutil
+
+    scene = sorted((training_synth_root / "scenes").iterdir())[0]
+    moved_scene = tmp_path / scene.name
+    shutil.copytree(scene, moved_scene)
+    motion = random_rigid_motion(torch.Generator().manual_seed(2)).numpy()
+    for pose_file in (moved_scene / "pose").iterdir():
+        np.savetxt(pose_file, motion @ np.loadtxt(pose_file))
+    model = rendered_model()
+    collator = PretrainingCollator(14, targets="rendered", cameras=camera_source, num_classes=29)
+    outputs = []
+    for folder in (scene, moved_scene):
+        sample = MultiViewDataset([folder], views=(4, 4), width=56, sampling="spread", seed=5)[0]
+        sample["view_mask"] = torch.tensor([False, True, False, True])
+        batch = collator([sample])
+        assert ("extrinsics" in batch) == (camera_source == "ground_truth")
+        with torch.no_grad():
+            outputs.append(model(**batch))
+    torch.testing.assert_close(outputs[1].loss, outputs[0].loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outputs[1].pred_geo, outputs[0].pred_geo, atol=1e-4, rtol=1e-4)
+
+
+def test_loss_views_and_representation_vs_probe_terms(images):
+    targets = batch_targets(classes=29)
+    extrinsics, intrinsics = cameras()
+    every = rendered_model()(images, view_mask=VIEW_MASK, extrinsics=extrinsics, intrinsics=intrinsics, **targets)
+    only = rendered_model(loss_views="target")(images, view_mask=VIEW_MASK, extrinsics=extrinsics, intrinsics=intrinsics, **targets)
+    torch.testing.assert_close(only.pred_geo, every.pred_geo)  # same weights, same predictions; only the loss moves
+    pred, target = every.pred_geo[VIEW_MASK], every.target_geo[VIEW_MASK]  # (4 target views, Np, 4)
+    torch.testing.assert_close(only.losses["geo/l1"], torch.nn.functional.smooth_l1_loss(pred, target))
+    torch.testing.assert_close(every.losses["geo/l1"], torch.nn.functional.smooth_l1_loss(every.pred_geo, every.target_geo))
+    assert not torch.allclose(only.losses["geo/l1"], every.losses["geo/l1"])
+    for out in (every, only):
+        torch.testing.assert_close(out.probe_loss, out.losses["depth_prob"])
+        torch.testing.assert_close(out.representation_loss, out.loss - out.losses["depth_prob"])
+    with pytest.raises(ValueError, match="loss_views must be 'all' or 'target'"):
+        Spa3RConfig(loss_views="context")
 
 
 @pytest.mark.parametrize(
@@ -217,3 +334,33 @@ def test_pretrain_deepspeed_zero2_two_processes(training_synth_root, single_proc
     run_script(args, launcher=launcher, timeout=420)
     _check_two_process_run(tmp_path, single_process_epoch)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "spa3r"
+
+
+def test_spread_sampling_covers_the_trajectory():
+    rng = np.random.default_rng(0)
+    for num_frames, num_views in ((32, 8), (24, 6), (9, 9), (10, 3)):
+        frames = sample_spread_indices(rng, num_frames, num_views)
+        segments = np.floor(np.sort(frames) * num_views / num_frames).astype(int)
+        assert len(set(frames.tolist())) == num_views and segments.tolist() == list(range(num_views)), (frames, segments)
+    orders = {tuple(np.argsort(sample_spread_indices(rng, 32, 4))) for _ in range(30)}
+    assert len(orders) > 1  # the reference (first) view is not always the trajectory's start
+    with pytest.raises(ValueError, match="fewer than the 5 views"):
+        sample_spread_indices(rng, 4, 5)
+
+
+def test_eval_fraction_holds_out_rooms_with_a_fixed_split(training_synth_root):
+    data = DataArguments(train_data=[f"synthetic:{training_synth_root}"], views=[2, 4], image_width=56,
+                         sampling="spread", eval_fraction=0.25, eval_views=3, targets="rendered", cameras="ground_truth")  # fmt: skip
+    train, evaluation = build_datasets(data, mask_ratio=0.5, seed=0)
+    scenes = sorted(p.name for p in (training_synth_root / "scenes").iterdir())
+    assert [s.path.name for s in train.datasets[0].scenes] == scenes[:3]
+    assert [s.path.name for s in evaluation.datasets[0].scenes] == scenes[3:] and len(evaluation) == 1
+    first = evaluation[(0, 3)]
+    train.set_epoch(5)  # training epochs do not move the held-out sample
+    again = evaluation[(0, 3)]
+    assert torch.equal(first["frame_indices"], again["frame_indices"]) and torch.equal(first["view_mask"], again["view_mask"])
+    assert first["pixel_values"].shape[0] == 3 and (~first["view_mask"]).sum() == 1
+    for bad, message in ((dict(eval_fraction=1.0), "eval_fraction must be in"), (dict(sampling="random"), "sampling must be"),
+                         (dict(eval_data=["synthetic:/x"]), "either --eval_data or --eval_fraction")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            build_datasets(DataArguments(**{**data.__dict__, **bad}), mask_ratio=0.5, seed=0)

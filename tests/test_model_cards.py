@@ -97,7 +97,7 @@ def test_card_snippets_run(spa3_vlm_dir, spa3r_pretraining_dir, workdir):
 
     from modeling_spa3r.inference import answer
 
-    ids = {"spa3r/Spa3-VLM": spa3_vlm_dir, "spa3r/Spa3R": spa3r_pretraining_dir, "spa3r/Spa3R-pretraining": spa3r_pretraining_dir}
+    ids = {"hustvl/spa3-vlm": spa3_vlm_dir, "hustvl/spa3r": spa3r_pretraining_dir, "hustvl/Spa3-VLM": spa3r_pretraining_dir}
     vlm_snippets, spa3r_snippets = python_snippets(CARDS / "spa3-vlm.md"), python_snippets(CARDS / "spa3r.md")
     assert len(vlm_snippets) == 2 and len(spa3r_snippets) == 2
     for snippet in vlm_snippets + spa3r_snippets:  # only the id string differs from what the Hub user runs
@@ -115,3 +115,15 @@ def test_card_snippets_run(spa3_vlm_dir, spa3r_pretraining_dir, workdir):
     assert results["spa3r-latents"].stdout.strip() == "torch.Size([1, 8, 32])"  # (1, Q, D) of the tiny model
     with Image.open(workdir / "fields.png") as png:
         assert png.format == "PNG"
+
+
+@pytest.mark.parametrize("document", [CARDS / "spa3r.md", CARDS / "spa3-vlm.md", CARDS.parent / "README.md"])
+def test_commands_and_ids_that_exist(document):
+    """`hf` (not huggingface-cli), `lmms-eval` (the console script), the authors' hustvl/Spa3-VLM release with its
+    download line, the design's ids for the converted repos, and no `pip install spa3r` (there is no PyPI package)."""
+    text = document.read_text()
+    assert "huggingface-cli" not in text and "lmms_eval --" not in text and "pip install spa3r" not in text
+    assert not re.search(r"\bspa3r/Spa3", text)
+    assert re.search(r"^hf download hustvl/Spa3-VLM", text, re.M)
+    assert "hustvl/spa3r" in text
+    assert 'subfolder="spa3_vlm"' in text or document.name == "spa3r.md"

@@ -1,0 +1,109 @@
+"""Did PSFM pretraining put the room into the latent? Linear probes of room-level properties on held-out rooms.
+
+    python bench/bench_psfm_probe.py [--preset spa3r-synthetic-room --train-rooms 120 --heldout-rooms 40 --views 4]
+
+1. renders train and held-out synthetic rooms with disjoint scene seeds (`spa3r synth`'s generator; cached in
+   `--data`, reused when the settings match);
+2. pretrains Spa3R with the preset on the train rooms (`spa3r pretrain`);
+3. encodes every room from `--views` views spread along its trajectory and fits ridge probes of the scene.json
+   properties on the train rooms (`modeling_spa3r.probe`), scored by R² on the held-out rooms, against the same
+   architecture at random initialisation (`--seeds`) and 8×6 thumbnails of the views; plus the A/B view
+   disagreement of the probes' predictions (two disjoint view sets of each held-out room).
+
+Target: the pretrained latent beats the best random-init seed by more than the seeds' std on most properties.
+Budget: ≤ 20 minutes on 2 CPU cores, data generation included. Prints the table and the wall time of each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+if importlib.util.find_spec("modeling_spa3r") is None:  # running from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from modeling_spa3r.data import SynthConfig, generate_dataset  # noqa: E402
+from modeling_spa3r.probe import compare  # noqa: E402
+from modeling_spa3r.training.presets import load_preset  # noqa: E402
+from modeling_spa3r.training.pretrain import main as pretrain_main  # noqa: E402
+
+
+def rooms(args) -> tuple[list[Path], list[Path], float]:
+    """(train rooms, held-out rooms, seconds spent rendering); held-out rooms are SynthVSI's val split."""
+    config = SynthConfig(width=args.width, height=args.height, frames=args.frames, fps=4, max_objects=12)
+    total = args.train_rooms + args.heldout_rooms
+    summary_path = args.data / "dataset.json"
+    start = time.perf_counter()
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    wanted = {"train": args.train_rooms, "val": args.heldout_rooms}
+    if summary is None or summary["config"] != json.loads(json.dumps(config.__dict__)) or any(
+        len(summary["splits"][split]) != count for split, count in wanted.items()
+    ):
+        summary = generate_dataset(args.data, total, seed=args.seed, config=config, workers=2,
+                                   val_fraction=args.heldout_rooms / total, test_fraction=0.0)  # fmt: skip
+    scenes = args.data / "scenes"
+    return ([scenes / name for name in sorted(summary["splits"]["train"])],
+            [scenes / name for name in sorted(summary["splits"]["val"])], time.perf_counter() - start)  # fmt: skip
+
+
+def pretrain(train_rooms: list[Path], args) -> tuple[Path, float]:
+    folder = args.out / "train_rooms"
+    folder.mkdir(parents=True, exist_ok=True)
+    for room in train_rooms:
+        link = folder / room.name
+        if not link.exists():
+            link.symlink_to(room.resolve(), target_is_directory=True)
+    output_dir = args.out / "spa3r"
+    start = time.perf_counter()
+    argv = ["--preset", args.preset, "--train_data", f"synthetic:{folder}", "--output_dir", str(output_dir),
+            "--report_to", "none", "--seed", str(args.seed), "--save_strategy", "no"]
+    if args.steps:
+        argv += ["--max_steps", str(args.steps)]
+    pretrain_main(argv + args.pretrain_args)
+    return output_dir, time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="spa3r-synthetic-room", help="pretraining preset (name or file)")
+    parser.add_argument("--train-rooms", type=int, default=120)
+    parser.add_argument("--heldout-rooms", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=32, help="frames per room trajectory")
+    parser.add_argument("--width", type=int, default=112, help="rendered width")
+    parser.add_argument("--height", type=int, default=84, help="rendered height")
+    parser.add_argument("--views", type=int, default=4, help="views per room the probe encodes")
+    parser.add_argument("--steps", type=int, help="pretraining steps (default: the preset's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random-init seeds")
+    parser.add_argument("--pooling", choices=("flatten", "mean"), default="flatten")
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
+    parser.add_argument("--data", type=Path, default=Path("runs/bench_psfm_probe/data"), help="room cache")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_psfm_probe"))
+    parser.add_argument("--pretrain-args", nargs=argparse.REMAINDER, default=[], help="extra `spa3r pretrain` flags")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    train_rooms, heldout_rooms, render_s = rooms(args)
+    checkpoint, pretrain_s = pretrain(train_rooms, args)
+    probe_start = time.perf_counter()
+    width = int(load_preset(args.preset).get("image_width", 518))
+    comparison = compare(checkpoint, heldout_rooms, train_rooms, args.views, width, args.seeds, args.pooling)
+    probe_s = time.perf_counter() - probe_start
+    seconds = {"rooms": render_s, "pretrain": pretrain_s, "probe": probe_s, "total": time.perf_counter() - start}
+    print(f"\nheld-out R² of ridge probes, {len(train_rooms)} train / {len(heldout_rooms)} held-out rooms (disjoint seeds), "
+          f"{args.views} spread views, {args.pooling} latent, preset {args.preset}:")  # fmt: skip
+    print(comparison.table())
+    wins = sum(row["beats_random"] for row in comparison.summary().values())
+    print(f"pretrained beats the best random-init seed by more than the seed std on {wins}/{len(comparison.summary())} "
+          f"properties (target: a clear majority)")  # fmt: skip
+    print("wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "probe.json").write_text(json.dumps({**comparison.to_json(), "seconds": seconds, "preset": args.preset,
+                                                     "argv": sys.argv[1:] if argv is None else argv}, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,396 @@
+"""Linear probes of room-level properties from Spa3R latents: did pretraining put the room into the latent?
+
+    spa3r probe runs/spa3r --rooms data/heldout --train_rooms data/train [--views 4 --random_seeds 0 1 2]
+
+Rooms are scene folders with a `scene.json` (synthetic rooms from `spa3r synth`). Each room is encoded from K views
+spread evenly along its trajectory; the latent (Q, D) is pooled to one vector per room (`pooling`: "mean" over the
+queries, or "flatten" = all Q·D numbers, the default: the queries are distinct learned slots). A ridge regression per
+property (features and target standardised on the train rooms, strength chosen by 5-fold cross-validation there)
+is fitted on the train rooms and scored by R² on the held-out rooms. Without `--train_rooms` the rooms are
+cross-fitted (5 folds, every room predicted by a probe that did not see it).
+
+Baselines at the same probe: the same architecture at random initialisation (one row per init seed, summarised as
+mean ± std), and `thumbnails`: the K views downsampled to 8×6 pixels and concatenated.
+View invariance: the held-out rooms are also encoded from two disjoint sets of K spread views (A and B); the
+probe's predictions from A and B are compared as rms(pred_A − pred_B) / std(target), 0 = the same prediction
+whatever views are seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+#: room-level properties probed, computed from scene.json (`room_properties`)
+PROPERTIES = ("floor_area", "room_length", "room_width", "object_count", "num_categories", "mean_object_distance")
+RIDGE_STRENGTHS = tuple(10.0 ** np.arange(-2, 5.5, 0.5))
+THUMBNAIL_SIZE = (8, 6)  # width, height
+
+
+def room_properties(scene_json: dict) -> dict[str, float]:
+    """Room-level properties of one room from its scene.json: floor area (m²), length and width of the floor (m,
+    longer and shorter side), object count, distinct categories, mean pairwise 3-D distance of object centres (m)."""
+    try:
+        room, objects = scene_json["room"], scene_json["objects"]
+        width, depth = float(room["width"]), float(room["depth"])
+        centres = np.array([obj["center"] for obj in objects], dtype=np.float64).reshape(-1, 3)
+        categories = {obj["category"] for obj in objects}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"scene.json lacks room width/depth or objects with center/category: {error!r}") from error
+    distances = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(len(centres), 1)]
+    return {
+        "floor_area": width * depth,
+        "room_length": max(width, depth),
+        "room_width": min(width, depth),
+        "object_count": float(len(objects)),
+        "num_categories": float(len(categories)),
+        "mean_object_distance": float(distances.mean()) if len(distances) else 0.0,
+    }
+
+
+def find_rooms(root) -> list[Path]:
+    """Scene folders with a scene.json under `root` (`root` itself, its sub-folders, or its `scenes/`)."""
+    from .data.datasets import find_scenes
+
+    rooms = [path for path in find_scenes(root) if (path / "scene.json").is_file()]
+    if not rooms:
+        raise ValueError(f"no room under {root} has a scene.json (the probe's targets come from it)")
+    return rooms
+
+
+def spread_frames(num_frames: int, num_views: int, offset: float = 0.5) -> list[int]:
+    """`num_views` frame indices spread evenly along a trajectory: frame ⌊(i + offset)·N / K⌋ of each of K equal
+    segments. Offsets 0.25 and 0.75 give two disjoint view sets when N ≥ 2K."""
+    if num_frames < num_views:
+        raise ValueError(f"a room has {num_frames} frames, fewer than the {num_views} views requested")
+    return [min(num_frames - 1, int((i + offset) * num_frames / num_views)) for i in range(num_views)]
+
+
+def room_views(room: Path, frames: list[int], width: int) -> torch.Tensor:
+    """Frames of one room resized to `width` (cropped to multiples of 14) → (K, 3, H, W) in [0, 1]."""
+    from .data.datasets import SceneFolder
+
+    scene = SceneFolder(room)
+    return torch.from_numpy(np.stack([scene.load_view(i, width)["pixel_values"] for i in frames]))
+
+
+def thumbnails(views: torch.Tensor) -> np.ndarray:
+    """The trivial image baseline: (K, 3, H, W) views → 8×6 thumbnails, concatenated (K·3·6·8,)."""
+    small = torch.nn.functional.interpolate(views, THUMBNAIL_SIZE[::-1], mode="area")
+    return small.flatten().numpy().astype(np.float64)
+
+
+def pool_latent(latents: torch.Tensor, pooling: str) -> np.ndarray:
+    """(Q, D) latent → one vector per room."""
+    if pooling == "mean":
+        return latents.mean(0).double().numpy()
+    if pooling == "flatten":
+        return latents.flatten().double().numpy()
+    raise ValueError(f"pooling must be 'mean' or 'flatten', got {pooling!r}")
+
+
+@dataclass
+class RoomSet:
+    """Per room: its properties and, per view set ("main", "A", "B"), its views."""
+
+    rooms: list[Path]
+    targets: np.ndarray  # (N, P) in PROPERTIES order
+    views: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # set → per room (K, 3, H, W)
+
+
+def load_rooms(rooms: list[Path], num_views: int, width: int, view_sets=("main",), progress: bool = True) -> RoomSet:
+    """Properties and views of the rooms; view sets: "main" (offset 0.5), "A" (0.25), "B" (0.75)."""
+    offsets = {"main": 0.5, "A": 0.25, "B": 0.75}
+    targets, views = [], {name: [] for name in view_sets}
+    for room in tqdm(rooms, desc="rooms", unit="room", disable=not progress):
+        meta = json.loads((room / "scene.json").read_text())
+        properties = room_properties(meta)
+        targets.append([properties[name] for name in PROPERTIES])
+        num_frames = len(list((room / "color").iterdir()))
+        for name in view_sets:
+            views[name].append(room_views(room, spread_frames(num_frames, num_views, offsets[name]), width))
+    return RoomSet(rooms, np.array(targets, dtype=np.float64), views)
+
+
+@torch.inference_mode()
+def encode_views(encoder, views: list[torch.Tensor], pooling: str) -> np.ndarray:
+    """A `Spa3RModel` over each room's views → pooled latents (N, F)."""
+    encoder.eval()
+    return np.stack([pool_latent(encoder(pixel_values=v[None].to(encoder.dtype)).latents[0].float(), pooling) for v in views])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ridge probe
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _ridge_fit(x: np.ndarray, y: np.ndarray, strengths) -> list[np.ndarray]:
+    """Weights (F, P) of ridge regressions on centred x (N, F), y (N, P), one per strength (via one SVD)."""
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    uty = u.T @ y
+    return [vt.T @ ((s / (s**2 + alpha))[:, None] * uty) for alpha in strengths]
+
+
+def _folds(num: int, num_folds: int, seed: int = 0) -> list[np.ndarray]:
+    return np.array_split(np.random.default_rng(seed).permutation(num), min(num_folds, num))
+
+
+class RidgeProbe:
+    """Standardised ridge regression per target column with its strength chosen by k-fold CV (lowest mean MSE)."""
+
+    def __init__(self, strengths=RIDGE_STRENGTHS, num_folds: int = 5):
+        self.strengths, self.num_folds = tuple(strengths), num_folds
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "RidgeProbe":
+        if len(x) != len(y) or len(x) < 4:
+            raise ValueError(f"need ≥ 4 rooms with features and targets, got {len(x)} / {len(y)}")
+        self.x_mean, self.x_std = x.mean(0), x.std(0) + 1e-8
+        self.y_mean, self.y_std = y.mean(0), y.std(0) + 1e-8
+        xs, ys = (x - self.x_mean) / self.x_std, (y - self.y_mean) / self.y_std
+        errors = np.zeros((len(self.strengths), y.shape[1]))
+        for held in _folds(len(x), min(self.num_folds, len(x) // 2)):
+            keep = np.setdiff1d(np.arange(len(x)), held)
+            x_mean, y_mean = xs[keep].mean(0), ys[keep].mean(0)
+            for i, weights in enumerate(_ridge_fit(xs[keep] - x_mean, ys[keep] - y_mean, self.strengths)):
+                errors[i] += (((xs[held] - x_mean) @ weights + y_mean - ys[held]) ** 2).sum(0)
+        best = errors.argmin(0)  # (P,)
+        self.chosen = [self.strengths[i] for i in best]
+        fitted = _ridge_fit(xs - xs.mean(0), ys - ys.mean(0), self.strengths)
+        self.weights = np.stack([fitted[b][:, p] for p, b in enumerate(best)], axis=1)  # (F, P)
+        self.offset = ys.mean(0) - xs.mean(0) @ self.weights
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return (((x - self.x_mean) / self.x_std) @ self.weights + self.offset) * self.y_std + self.y_mean
+
+
+def r2_scores(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """R² per column against the mean of `target` itself (N, P) → (P,)."""
+    total = ((target - target.mean(0)) ** 2).sum(0)
+    return 1.0 - ((pred - target) ** 2).sum(0) / np.maximum(total, 1e-12)
+
+
+def cross_fitted(x: np.ndarray, y: np.ndarray, num_folds: int = 5) -> np.ndarray:
+    """Out-of-fold predictions (N, P): each room predicted by a probe fitted on the other folds."""
+    pred = np.zeros_like(y)
+    for held in _folds(len(x), num_folds, seed=1):
+        keep = np.setdiff1d(np.arange(len(x)), held)
+        pred[held] = RidgeProbe().fit(x[keep], y[keep]).predict(x[held])
+    return pred
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# probing a representation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeResult:
+    """R² per property on the held-out rooms and the A/B view disagreement per property (None when not measured)."""
+
+    r2: dict[str, float]
+    disagreement: dict[str, float] | None = None
+
+    @property
+    def mean_r2(self) -> float:
+        return float(np.mean(list(self.r2.values())))
+
+
+def probe_features(
+    train_x: np.ndarray | None, train_y: np.ndarray | None, test_x: np.ndarray, test_y: np.ndarray,
+    test_x_a: np.ndarray | None = None, test_x_b: np.ndarray | None = None,
+) -> ProbeResult:
+    """Fit on the train rooms (or cross-fit the test rooms when there are none) and score on the test rooms."""
+    if train_x is None:
+        pred = cross_fitted(test_x, test_y)
+        disagreement = None
+        if test_x_a is not None:
+            pred_a, pred_b = cross_fitted(test_x_a, test_y), cross_fitted(test_x_b, test_y)
+            disagreement = np.sqrt(((pred_a - pred_b) ** 2).mean(0)) / (test_y.std(0) + 1e-12)
+    else:
+        probe = RidgeProbe().fit(train_x, train_y)
+        pred = probe.predict(test_x)
+        disagreement = None
+        if test_x_a is not None:
+            diff = probe.predict(test_x_a) - probe.predict(test_x_b)
+            disagreement = np.sqrt((diff**2).mean(0)) / (test_y.std(0) + 1e-12)
+    r2 = dict(zip(PROPERTIES, r2_scores(pred, test_y).tolist()))
+    return ProbeResult(r2, None if disagreement is None else dict(zip(PROPERTIES, disagreement.tolist())))
+
+
+def probe_encoder(encoder, train: RoomSet | None, test: RoomSet, pooling: str = "flatten") -> ProbeResult:
+    """Encode the rooms with a `Spa3RModel` and probe its pooled latents."""
+    train_x = encode_views(encoder, train.views["main"], pooling) if train is not None else None
+    extra = {}
+    if "A" in test.views:
+        extra = {"test_x_a": encode_views(encoder, test.views["A"], pooling), "test_x_b": encode_views(encoder, test.views["B"], pooling)}
+    return probe_features(
+        train_x, None if train is None else train.targets, encode_views(encoder, test.views["main"], pooling), test.targets, **extra
+    )
+
+
+def probe_thumbnails(train: RoomSet | None, test: RoomSet) -> ProbeResult:
+    def features(views):
+        return np.stack([thumbnails(v) for v in views])
+
+    extra = {}
+    if "A" in test.views:
+        extra = {"test_x_a": features(test.views["A"]), "test_x_b": features(test.views["B"])}
+    return probe_features(
+        None if train is None else features(train.views["main"]), None if train is None else train.targets,
+        features(test.views["main"]), test.targets, **extra,
+    )  # fmt: skip
+
+
+def random_init_encoder(config, seed: int):
+    """The Spa3R encoder of a `Spa3RForPretraining` built from `config` after `torch.manual_seed(seed)` (the same
+    initialisation `spa3r pretrain --seed SEED` starts from)."""
+    from transformers import set_seed
+
+    from .modeling_spa3r import Spa3RForPretraining
+
+    set_seed(seed)
+    return Spa3RForPretraining(config).spa3r.eval()
+
+
+@dataclass
+class Comparison:
+    """Probe results by representation name; random-init seeds are kept under "random init (seed S)"."""
+
+    results: dict[str, ProbeResult]
+    num_train: int
+    num_test: int
+
+    def random_seeds(self) -> list[ProbeResult]:
+        return [r for name, r in self.results.items() if name.startswith("random init")]
+
+    def summary(self) -> dict:
+        """Per property: the checkpoint's R², random init mean / std / best over seeds, thumbnails, and whether the
+        checkpoint beats the best random seed by more than the seeds' std."""
+        rows = {}
+        seeds = self.random_seeds()
+        for prop in PROPERTIES:
+            row = {name: r.r2[prop] for name, r in self.results.items() if not name.startswith("random init")}
+            if seeds:
+                values = np.array([r.r2[prop] for r in seeds])
+                row.update(random_mean=float(values.mean()), random_std=float(values.std()), random_best=float(values.max()))
+                if "checkpoint" in row:
+                    row["beats_random"] = bool(row["checkpoint"] > values.max() + values.std())
+            rows[prop] = row
+        return rows
+
+    def table(self) -> str:
+        """Markdown table: R² per property and representation, mean R² and mean A/B disagreement."""
+        seeds = self.random_seeds()
+        named = [n for n in self.results if not n.startswith("random init")]
+        header = ["property"] + named + ([f"random init ({len(seeds)} seeds)"] if seeds else [])
+        if seeds and "checkpoint" in named:
+            header.append("ckpt > best seed + std")
+        lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+
+        def spread(values):
+            return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+        summary = self.summary()
+        for prop in PROPERTIES:
+            cells = [prop] + [f"{self.results[n].r2[prop]:.3f}" for n in named]
+            if seeds:
+                cells.append(spread([r.r2[prop] for r in seeds]))
+                if "checkpoint" in named:
+                    cells.append("yes" if summary[prop]["beats_random"] else "no")
+            lines.append("| " + " | ".join(cells) + " |")
+        cells = ["**mean R²**"] + [f"{self.results[n].mean_r2:.3f}" for n in named]
+        if seeds:
+            cells.append(spread([r.mean_r2 for r in seeds]))
+            if "checkpoint" in named:
+                cells.append(f"{sum(row['beats_random'] for row in summary.values())}/{len(PROPERTIES)}")
+        lines.append("| " + " | ".join(cells) + " |")
+        if all(r.disagreement is not None for r in self.results.values()):
+            cells = ["view disagreement A/B (↓)"] + [f"{np.mean(list(self.results[n].disagreement.values())):.3f}" for n in named]
+            if seeds:
+                cells.append(spread([np.mean(list(r.disagreement.values())) for r in seeds]))
+                if "checkpoint" in named:
+                    cells.append("")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "num_train_rooms": self.num_train,
+            "num_test_rooms": self.num_test,
+            "properties": list(PROPERTIES),
+            "results": {n: {"r2": r.r2, "mean_r2": r.mean_r2, "disagreement": r.disagreement} for n, r in self.results.items()},
+            "summary": self.summary(),
+        }
+
+
+def compare(
+    checkpoint, test_rooms: list[Path], train_rooms: list[Path] | None = None, num_views: int = 4,
+    width: int | None = None, random_seeds=(0, 1, 2), pooling: str = "flatten", progress: bool = True,
+) -> Comparison:
+    """Probe a Spa3R checkpoint against random inits of its architecture and the thumbnail baseline."""
+    from transformers import AutoConfig
+
+    from .inference import load_spa3r_encoder
+
+    import modeling_spa3r  # noqa: F401  (registers the Auto classes)
+
+    encoder, size = load_spa3r_encoder(str(checkpoint), device="cpu")
+    width = width or size
+    test = load_rooms(test_rooms, num_views, width, ("main", "A", "B"), progress)
+    train = load_rooms(train_rooms, num_views, width, ("main",), progress) if train_rooms else None
+    results = {"checkpoint": probe_encoder(encoder, train, test, pooling)}
+    config = AutoConfig.from_pretrained(str(checkpoint))
+    for seed in tqdm(random_seeds, desc="random inits", disable=not progress):
+        results[f"random init (seed {seed})"] = probe_encoder(random_init_encoder(config, seed), train, test, pooling)
+    results["thumbnails"] = probe_thumbnails(train, test)
+    return Comparison(results, 0 if train is None else len(train.rooms), len(test.rooms))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spa3r probe",
+        description=(
+            "Linear (ridge) probes of room-level properties (from scene.json) from a Spa3R checkpoint's latents, "
+            "against the same architecture at random initialisation and an 8x6-thumbnail baseline."
+        ),
+    )
+    parser.add_argument("checkpoint", help="Spa3R checkpoint directory (Spa3RModel or Spa3RForPretraining)")
+    parser.add_argument("--rooms", required=True, help="held-out rooms: scene folders with scene.json")
+    parser.add_argument("--train_rooms", help="rooms to fit the probes on (default: 5-fold cross-fitting on --rooms)")
+    parser.add_argument("--views", type=int, default=4, help="views per room, spread along the trajectory (default 4)")
+    parser.add_argument("--width", type=int, help="view width (default: the checkpoint's image size)")
+    parser.add_argument("--pooling", choices=("flatten", "mean"), default="flatten", help="latent → room vector")
+    parser.add_argument("--random_seeds", type=int, nargs="*", default=[0, 1, 2], help="random-init baselines")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.views < 1:
+            raise ValueError(f"--views must be at least 1, got {args.views}")
+        comparison = compare(
+            args.checkpoint, find_rooms(args.rooms), find_rooms(args.train_rooms) if args.train_rooms else None,
+            args.views, args.width, args.random_seeds, args.pooling,
+        )  # fmt: skip
+    except (ValueError, OSError) as error:
+        print(f"spa3r probe: error: {error}", file=sys.stderr)
+        return 2
+    where = f"{comparison.num_train} train rooms" if comparison.num_train else "5-fold cross-fitting"
+    print(f"held-out R² on {comparison.num_test} rooms ({where}), {args.views} views, {args.pooling} pooling:")
+    print(comparison.table())
+    if args.json:
+        args.json.write_text(json.dumps(comparison.to_json(), indent=2))
+    return 0
+
+
+__all__ = ["PROPERTIES", "RidgeProbe", "compare", "room_properties", "spread_frames"]

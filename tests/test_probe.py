@@ -1,0 +1,111 @@
+"""Room-level linear probes (modeling_spa3r/probe.py): properties from scene.json, the ridge probe, view spreading,
+and `spa3r probe` on a tiny checkpoint and rooms."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_spa3r import Spa3RConfig, Spa3RForPretraining
+from modeling_spa3r.cli import main as cli_main
+from modeling_spa3r.probe import PROPERTIES, RidgeProbe, r2_scores, random_init_encoder, room_properties, spread_frames
+
+from .fixtures_training import REPO
+
+
+@pytest.fixture(scope="module")
+def probe_rooms(tmp_path_factory):
+    """Twelve small synthetic rooms (56×42, 8 frames each)."""
+    from modeling_spa3r.data import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("probe_rooms")
+    config = SynthConfig(width=56, height=42, frames=8, fps=4, max_objects=6)
+    generate_dataset(root, 12, seed=5, config=config, progress=False, val_fraction=0.0, test_fraction=0.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def probe_checkpoint(tmp_path_factory):
+    config = Spa3RConfig.from_json_file(str(REPO / "configuration" / "models" / "spa3r-synthetic-tiny.json"))
+    config.vggt_config.image_size = 56  # the view width the probe uses by default
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("probe_checkpoint")
+    Spa3RForPretraining(config).save_pretrained(directory)
+    return directory
+
+
+def test_room_properties_from_scene_json():
+    scene = {
+        "room": {"width": 3.0, "depth": 5.0, "height": 2.7},
+        "objects": [
+            {"category": "chair", "center": [0.0, 0.0, 0.5]},
+            {"category": "chair", "center": [3.0, 4.0, 0.5]},
+            {"category": "table", "center": [0.0, 4.0, 0.5]},
+        ],
+    }
+    assert room_properties(scene) == {
+        "floor_area": 15.0,
+        "room_length": 5.0,
+        "room_width": 3.0,
+        "object_count": 3.0,
+        "num_categories": 2.0,
+        "mean_object_distance": pytest.approx((5.0 + 4.0 + 3.0) / 3),
+    }
+    with pytest.raises(ValueError, match="scene.json lacks room width/depth"):
+        room_properties({"room": {"width": 3.0}, "objects": []})
+
+
+def test_ridge_probe_recovers_a_linear_map_and_not_noise():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 30))
+    weights = rng.normal(size=(30, 2))
+    y = np.concatenate((x @ weights + 5.0, rng.normal(size=(120, 1))), axis=1)  # two linear targets, one pure noise
+    probe = RidgeProbe().fit(x[:80], y[:80])
+    r2 = r2_scores(probe.predict(x[80:]), y[80:])
+    assert r2[0] > 0.99 and r2[1] > 0.99 and r2[2] < 0.1, r2
+    assert probe.chosen[0] < probe.chosen[2]  # cross-validation regularises the noise target harder
+    np.testing.assert_allclose(r2_scores(y[80:], y[80:]), 1.0)
+    np.testing.assert_allclose(r2_scores(np.full_like(y[80:], 0) + y[80:].mean(0), y[80:]), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="need ≥ 4 rooms"):
+        RidgeProbe().fit(x[:3], y[:3])
+
+
+def test_spread_frames_are_even_and_disjoint():
+    assert spread_frames(32, 4) == [4, 12, 20, 28]
+    a, b = spread_frames(32, 4, 0.25), spread_frames(32, 4, 0.75)
+    assert a == [2, 10, 18, 26] and b == [6, 14, 22, 30] and not set(a) & set(b)
+    with pytest.raises(ValueError, match="fewer than the 5 views"):
+        spread_frames(4, 5)
+
+
+def test_random_init_encoder_is_the_pretraining_start(probe_checkpoint):
+    config = Spa3RConfig.from_pretrained(probe_checkpoint)
+    first, again, other = (random_init_encoder(config, seed) for seed in (0, 0, 1))
+    weight = "encoder.blocks.0.attn.qkv.weight"
+    assert torch.equal(first.state_dict()[weight], again.state_dict()[weight])
+    assert not torch.equal(first.state_dict()[weight], other.state_dict()[weight])
+    saved = Spa3RForPretraining.from_pretrained(probe_checkpoint).spa3r.state_dict()[weight]
+    assert torch.equal(first.state_dict()[weight], saved)  # the checkpoint was built after manual_seed(0)
+
+
+def test_spa3r_probe_command(probe_checkpoint, probe_rooms, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    rooms = probe_rooms / "scenes"
+    assert cli_main(["probe", str(probe_checkpoint), "--rooms", str(rooms), "--views", "2", "--random_seeds", "0", "1",
+                     "--json", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "held-out R² on 12 rooms (5-fold cross-fitting), 2 views" in printed and "| floor_area |" in printed
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"checkpoint", "random init (seed 0)", "random init (seed 1)", "thumbnails"}
+    assert list(result["results"]["checkpoint"]["r2"]) == list(PROPERTIES)
+    # the checkpoint is the seed-0 initialisation: same latents, same probe scores
+    assert result["results"]["checkpoint"]["r2"] == result["results"]["random init (seed 0)"]["r2"]
+    assert all(r["disagreement"] is not None for r in result["results"].values())
+    scenes = sorted(rooms.iterdir())
+    (tmp_path / "bare").mkdir()
+    for scene in scenes[:3]:  # rooms without scene.json cannot be probed
+        (tmp_path / "bare" / scene.name).mkdir()
+        (tmp_path / "bare" / scene.name / "color").symlink_to(scene / "color")
+    assert cli_main(["probe", str(probe_checkpoint), "--rooms", str(tmp_path / "bare")]) == 2
+    assert "has a scene.json" in capsys.readouterr().err

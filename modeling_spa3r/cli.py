@@ -38,6 +38,8 @@ LOCAL_PATH_OPTIONS = {
 #: Options that take a local path or a Hub id; a missing path that cannot be a Hub id is "not found".
 PATH_OR_HUB_OPTIONS = {"--model", "--model_name_or_path", "--qwen_model_path", "--spa3r_model_path",
                        "--processor_name_or_path", "--data"}  # fmt: skip
+#: Options naming a checkpoint folder (its weight files are checked for truncation before anything loads them).
+CHECKPOINT_OPTIONS = {"--model", "--model_name_or_path", "--qwen_model_path", "--spa3r_model_path", "--teachers_path"}
 #: Commands whose first positional argument is a checkpoint (local path or Hub id).
 POSITIONAL_MODEL = {"ask", "encode", "visualize"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -54,7 +56,10 @@ def could_be_hub_id(value: str) -> bool:
 
 
 def check_paths(command: str, argv: list[str]) -> None:
-    """`FileNotFoundError("not found: PATH")` for a path option whose local path is missing (before any Hub lookup)."""
+    """`FileNotFoundError("not found: PATH")` for a path option whose local path is missing (before any Hub lookup);
+    `DataError` for a truncated or corrupt weight file in a local checkpoint folder."""
+    from .validation import check_weight_files
+
     option, candidates = None, []
     for index, token in enumerate(argv):
         if token.startswith("--"):
@@ -69,6 +74,8 @@ def check_paths(command: str, argv: list[str]) -> None:
         if option not in ("--images", "--train_file", "--eval_file", "--train_data"):
             option = None  # single-valued options take one token
     for option, value in candidates:
+        if option in CHECKPOINT_OPTIONS and Path(value).expanduser().is_dir():
+            check_weight_files(Path(value).expanduser())  # a truncated download or save, named before loading
         if Path(value).expanduser().exists():
             continue
         if option in PATH_OR_HUB_OPTIONS and could_be_hub_id(value):

@@ -23,6 +23,7 @@ __all__ = [
     "check_pinhole",
     "check_frame",
     "check_sampling",
+    "check_weight_files",
     "check_file_exists",
     "check_positive",
 ]
@@ -224,6 +225,27 @@ def check_sampling(num_frames=None, fps=None, min_frames=1, max_frames=None, **_
         raise ValueError(f"min_frames must be >= 1, got {min_frames!r}")
     if max_frames is not None and min_frames is not None and max_frames < min_frames:
         raise ValueError(f"max_frames ({max_frames}) must be >= min_frames ({min_frames})")
+
+
+def check_weight_files(folder: str | os.PathLike) -> None:
+    """Cheap integrity checks of a local checkpoint folder that read no tensors: torch files (`*.pt`, `*.pth`,
+    `*.bin`: optimizer, scheduler, RNG states) are zip archives whose directory sits at the end of the file, and a
+    safetensors file's header must cover the whole file. `DataError` names a truncated or corrupt file."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    for pattern in ("*.pt", "*.pth", "*.bin"):
+        for path in sorted(folder.glob(pattern)):
+            if not zipfile.is_zipfile(path):
+                raise DataError(path, "truncated or corrupt torch file (not a zip archive)")
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except Exception as error:  # safetensors raises its own SafetensorError for bad headers
+            raise DataError(path, f"truncated or corrupt safetensors file ({str(error).splitlines()[0]})") from error
 
 
 def check_file_exists(path: str | os.PathLike, what: str = "file") -> Path:

@@ -525,6 +525,19 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys, case):
         assert word.format(tmp=tmp_path) in lines[0], (word, lines[0])
 
 
+@pytest.mark.parametrize("command", [["eval", "--model", "{ckpt}", "--data", "{tmp}", "--output-dir", "{tmp}/o"],
+                                     ["ask", "{ckpt}", "--question", "How many?"],
+                                     ["sft", "--model_name_or_path", "{ckpt}", "--train_file", "{tmp}"],
+                                     ["encode", "{ckpt}", "--out", "{tmp}/latents.safetensors"]], ids=lambda c: c[0])
+def test_cli_names_a_truncated_weight_file_before_loading(tmp_path, capsys, command):
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    _truncated_safetensors(checkpoint / "model.safetensors")
+    status, error = _status([token.format(ckpt=checkpoint, tmp=tmp_path) for token in command], capsys)
+    assert status == 2 and "Traceback" not in error, error
+    assert "truncated or corrupt safetensors file" in error and str(checkpoint / "model.safetensors") in error
+
+
 def _status(argv, capsys):
     from modeling_spa3r.cli import main
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
-from ..validation import DataError
+from ..validation import DataError, check_weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -85,19 +84,10 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
 
 
 def _unreadable_file(folder: Path) -> str | None:
-    """Cheap integrity checks that read no tensors: torch files (optimizer, scheduler, RNG states) are zip archives
-    whose directory sits at the end of the file, safetensors files start with a header naming every byte range."""
-    from safetensors import safe_open
-
-    for path in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")) + sorted(folder.glob("*.bin")):
-        if not zipfile.is_zipfile(path):
-            return f"{path} is truncated or corrupt (not a torch zip archive)"
-    for path in sorted(folder.glob("*.safetensors")):
-        try:
-            with safe_open(str(path), "pt") as handle:
-                handle.keys()
-        except Exception as error:  # safetensors raises its own error type for bad headers
-            return f"{path} is truncated or corrupt ({str(error).splitlines()[0]})"
+    try:
+        check_weight_files(folder)
+    except DataError as error:
+        return str(error)
     return None
 
 

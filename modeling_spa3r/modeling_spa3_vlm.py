@@ -49,6 +49,17 @@ register_checkpoint_conversion_mapping(
     ],
     overwrite=True,
 )
+# The base model (`AutoModel` on a Spa3-VLM folder) from the same checkpoints: `model.layers.*` → `language_model.*`.
+register_checkpoint_conversion_mapping(
+    "Spa3VLMModel",
+    [
+        WeightRenaming(
+            source_patterns=r"^model\.(?!(?:language_model|visual|geometry_encoder|geometry_fusion)\.)(.+)",
+            target_patterns=r"model.language_model.\1",
+        )
+    ],
+    overwrite=True,
+)
 
 # Official hustvl/Spa3-VLM key names → ours (applied before the legacy Qwen renames above).
 OFFICIAL_KEY_MAPPING = {

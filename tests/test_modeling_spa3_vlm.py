@@ -249,3 +249,18 @@ def test_clear_errors(loaded, video_path):
             )
         with pytest.raises(ValueError, match="without images"):
             model(input_ids=batch["input_ids"], geometry_pixel_values=batch["geometry_pixel_values"])
+
+
+def test_auto_model_on_a_spa3_vlm_folder_is_the_base_model_with_its_weights(spa3_vlm_dir, tmp_path):
+    from transformers import AutoModel, AutoModelForImageTextToText
+
+    base, info = AutoModel.from_pretrained(spa3_vlm_dir, output_loading_info=True)
+    assert type(base).__name__ == "Spa3VLMModel"
+    assert info["missing_keys"] == set() or info["missing_keys"] == []
+    assert sorted(info["unexpected_keys"]) == ["lm_head.weight"]  # as for Qwen2.5-VL's base model
+    full = AutoModelForImageTextToText.from_pretrained(spa3_vlm_dir).model.state_dict()
+    for key, value in base.state_dict().items():
+        assert torch.equal(value, full[key]), key
+    base.save_pretrained(tmp_path)
+    for key, value in AutoModel.from_pretrained(tmp_path).state_dict().items():
+        assert torch.equal(value, full[key]), key

@@ -34,6 +34,8 @@ class CheckpointCompletion(TrainerCallback):
     """After every save, records the files of the new checkpoint folder (written last: its presence = complete)."""
 
     def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank has written its files (e.g. its RNG state) before the record
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if folder.is_dir():

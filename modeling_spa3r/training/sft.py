@@ -9,6 +9,10 @@ Data: VSI-590K-style conversation files (JSON list or JSONL; records with `video
 `image(s)` relative to `media_root`, and `conversations` of `{"from": "human"|"gpt", "value": ...}` turns with
 `<video>` / `<image>` placeholders). Videos become frames (about `fps` per second, `min_frames`..`max_frames`);
 every frame is an image for Qwen and a view of the sample's scene for Spa3R. Loss on assistant tokens only.
+
+Resume: `--resume_from_checkpoint last` (the newest complete checkpoint; interrupted saves are set aside) or a
+checkpoint folder; the resumed run reproduces the uninterrupted one (weights, losses, token counts), and a run
+that already reached `max_steps` is not trained further (see `training/checkpoints.py`).
 """
 
 import json

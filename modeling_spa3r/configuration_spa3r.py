@@ -132,6 +132,13 @@ class Spa3RConfig(PreTrainedConfig):
             width 2C (the aggregator's features). Set it when geometry targets come from the batch.
         loss_views: where the losses are computed: `"all"` views (the released recipe: context views are
             reconstructed too) or `"target"` views only (every term then needs the latent to carry unseen views).
+        sampled_depth_target: compute the depth teacher only at the pixels the patch-resolution depth target keeps
+            (every patch_size-th pixel; equal to the full-resolution map resized nearest, within float tolerance)
+            instead of at full resolution. Off by default, so the released configuration also produces the
+            official's full-resolution intermediate.
+        teacher_dtype: dtype of the frozen teachers' passes (aggregator unless `train_backbone`, camera and depth
+            heads, semantic teacher): `"float32"`, or `"bfloat16"` (autocast around the teachers only; the student
+            and its losses stay float32, the VGGT heads keep their float32 rule).
     """
 
     model_type = "spa3r"
@@ -160,6 +167,8 @@ class Spa3RConfig(PreTrainedConfig):
     train_backbone: bool = False
     geometry_target_size: int | None = None
     loss_views: Literal["all", "target"] = "all"
+    sampled_depth_target: bool = False
+    teacher_dtype: Literal["float32", "bfloat16"] = "float32"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -175,6 +184,8 @@ class Spa3RConfig(PreTrainedConfig):
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.loss_views not in ("all", "target"):
             raise ValueError(f"loss_views must be 'all' or 'target', got {self.loss_views!r}")
+        if self.teacher_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"teacher_dtype must be 'float32' or 'bfloat16', got {self.teacher_dtype!r}")
         if self.semantic_teacher_config is not None and self.semantic_teacher_config.hidden_size != self.semantic_size:
             raise ValueError(
                 f"semantic_size {self.semantic_size} differs from the teacher's hidden_size "

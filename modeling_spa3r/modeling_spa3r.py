@@ -6,6 +6,7 @@ PRoPE decoder that predicts the teachers' feature fields of every view, and the 
 Notation: B batch, V views, Vc context views, H×W image, h×w patch grid, Np = h·w, A = 2C aggregated width.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -92,6 +93,11 @@ class PRoPE:
         self.projection = _lift(k_norm) @ viewmats  # (N, C, 4, 4) image ← world
         self.projection_inv = _invert_se3(viewmats) @ _lift(k_norm_inv)
         self.spatial_index = None if spatial_mask is None else spatial_mask.nonzero()[:, 0]
+        self.spatial_start = None  # set when the spatial tokens are one trailing run: slicing instead of index copies
+        if self.spatial_index is not None and len(self.spatial_index):
+            first = int(self.spatial_index[0])
+            if len(self.spatial_index) == len(spatial_mask) - first and bool(spatial_mask[first:].all()):
+                self.spatial_start = first
 
     def _angles(self, head_dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         num_freqs = head_dim // 8
@@ -101,7 +107,10 @@ class PRoPE:
 
     def _transform(self, x: torch.Tensor, matrix: torch.Tensor, inverse_rope: bool) -> torch.Tensor:
         """x (N, heads, L, d) → same shape with the spatial tokens transformed."""
-        spatial = x if self.spatial_index is None else x[:, :, self.spatial_index]
+        if self.spatial_start is not None:
+            spatial = x[:, :, self.spatial_start :]
+        else:
+            spatial = x if self.spatial_index is None else x[:, :, self.spatial_index]
         batch, heads, length, dim = spatial.shape
         spatial = spatial.view(batch, heads, self.num_cameras, length // self.num_cameras, dim)
         projective, rope_x, rope_y = spatial.split((dim // 2, dim // 4, dim // 4), dim=-1)
@@ -113,6 +122,8 @@ class PRoPE:
         spatial = torch.cat((projective, rope_x, rope_y), dim=-1).view(batch, heads, length, dim)
         if self.spatial_index is None:
             return spatial
+        if self.spatial_start is not None:
+            return torch.cat((x[:, :, : self.spatial_start], spatial), dim=2)
         return x.index_copy(2, self.spatial_index, spatial)
 
     def transform_qkv(self, q, k, v):
@@ -151,6 +162,23 @@ def camera_rays(intrinsics: torch.Tensor, grid_hw: tuple[int, int], patch_size: 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def block_with_shared_rows(block: Block, x: torch.Tensor, num_shared: int, copies: int, attend) -> torch.Tensor:
+    """`block(x, attend=attend)` for x (N, L, D) whose first `num_shared` rows repeat over runs of `copies` entries:
+    their norm and q/k/v projection are computed once per run and repeated (no positions; rows are equal before
+    attention only, so only one block can share)."""
+    attention = block.attn
+    num, length, dim = x.shape
+    shared_q, shared_k, shared_v = attention.project_qkv(block.norm1(x[::copies, :num_shared]))  # (N/copies, heads, S, d)
+    own_q, own_k, own_v = attention.project_qkv(block.norm1(x[:, num_shared:]))  # (N, heads, L − S, d)
+    q, k, v = (
+        torch.cat((shared.repeat_interleave(copies, dim=0), own), dim=2)
+        for shared, own in ((shared_q, own_q), (shared_k, own_k), (shared_v, own_v))
+    )
+    out = attend(q, k, v) if attend is not None else F.scaled_dot_product_attention(q, k, v)
+    x = x + block.ls1(attention.proj(out.transpose(1, 2).reshape(num, length, dim)))
+    return x + block.ls2(block.mlp(block.norm2(x)))
+
+
 class Spa3RTransformer(nn.Module):
     """Pre-norm transformer with prepended register tokens and a final LayerNorm; registers are dropped on output.
 
@@ -174,15 +202,23 @@ class Spa3RTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
-    def forward(self, x, positions=None, attend=None, output_hidden_states: bool = False):
-        """x (N, L, D); positions (N, L, 2) or None → (N, L, D) and the block outputs (N, R + L, D) if asked."""
+    def forward(self, x, positions=None, attend=None, output_hidden_states: bool = False, shared_rows: int = 0, copies: int = 1):
+        """x (N, L, D); positions (N, L, 2) or None → (N, L, D) and the block outputs (N, R + L, D) if asked.
+
+        `shared_rows` leading rows of x that are equal across each run of `copies` consecutive entries (the
+        decoder's latent rows, repeated per view): the first block normalises and projects them once per run.
+        """
         num, num_registers = x.shape[0], self.register_tokens.shape[1]
         x = torch.cat((self.register_tokens.expand(num, -1, -1).to(x.dtype), x), dim=1)
         if positions is not None:
             positions = torch.cat((positions.new_zeros(num, num_registers, 2), positions + 1), dim=1)
         hidden_states = []
-        for block in self.blocks:
-            x = block(x, positions, attend)
+        for index, block in enumerate(self.blocks):
+            checkpointed = block.gradient_checkpointing and block.training
+            if index == 0 and copies > 1 and positions is None and not checkpointed:
+                x = block_with_shared_rows(block, x, num_registers + shared_rows, copies, attend)
+            else:
+                x = block(x, positions, attend)
             if output_hidden_states:
                 hidden_states.append(x)
         return self.norm(x)[:, num_registers:], tuple(hidden_states) if output_hidden_states else None
@@ -254,6 +290,13 @@ class Spa3RForPretrainingOutput(ModelOutput):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def teacher_precision(config: Spa3RConfig, like: torch.Tensor, frozen: bool = True):
+    """Autocast to `config.teacher_dtype` around a frozen teacher's pass (no change for float32 or a trained module)."""
+    if not frozen or config.teacher_dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=like.device.type, dtype=getattr(torch, config.teacher_dtype))
+
+
 class Spa3RPreTrainedModel(VGGTPreTrainedModel):
     config_class = Spa3RConfig
     base_model_prefix = "spa3r"
@@ -291,9 +334,14 @@ class Spa3RModel(Spa3RPreTrainedModel):
         self.post_init()
 
     def aggregate(self, pixel_values: torch.Tensor, view_mask=None, keep_layers=None) -> list:
-        """Aggregator pass (gradients only with `config.train_backbone`) → per-layer tokens (B, V, P, A)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.train_backbone):
-            return self.aggregator(pixel_values, view_mask=view_mask, keep_layers=keep_layers)
+        """Aggregator pass (gradients only with `config.train_backbone`) → per-layer tokens (B, V, P, A), float32
+        unless an outer autocast says otherwise. A frozen aggregator runs in `config.teacher_dtype`."""
+        frozen = not self.config.train_backbone
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen), teacher_precision(self.config, pixel_values, frozen):
+            tokens = self.aggregator(pixel_values, view_mask=view_mask, keep_layers=keep_layers)
+        if frozen and self.config.teacher_dtype != "float32":
+            tokens = [None if t is None else t.float() for t in tokens]
+        return tokens
 
     def encode(self, features: torch.Tensor, grid_hw: tuple[int, int], output_hidden_states: bool = False) -> Spa3RModelOutput:
         """Aggregator patch features (B, V, Np, A) of the context views → latent (B, Q, D)."""
@@ -451,10 +499,23 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         images = F.interpolate(pixel_values.flatten(0, 1), (size, size), mode="bilinear", align_corners=False)
         mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        with torch.no_grad():
+        with torch.no_grad(), teacher_precision(self.config, images):
             features = self.semantic_teacher((images - mean) / std)  # (B·V, Cs, S/16, S/16)
-        features = F.interpolate(features, grid_hw, mode="bilinear", align_corners=False)
+        features = F.interpolate(features.to(images.dtype), grid_hw, mode="bilinear", align_corners=False)
         return features.flatten(2).transpose(1, 2).reshape(batch, num_views, grid_hw[0] * grid_hw[1], -1)
+
+    def depth_target(self, tokens: list, image_size_hw: tuple[int, int]) -> torch.Tensor:
+        """DPT depth teacher → depth at patch resolution (B, V, Np, 1): the full-resolution map resized nearest
+        (pixel p·i, p·j of each patch), or with `config.sampled_depth_target` computed only at those pixels."""
+        tokens = [None if t is None else t.detach() for t in tokens]
+        start = self.spa3r.aggregator.patch_start_idx
+        sampled = self.config.sampled_depth_target
+        depth, _ = run_dpt_head(self.depth_head, tokens, start, image_size_hw, at_patch_stride=sampled)  # (B, V, h|H, w|W, 1)
+        if not sampled:
+            grid_hw = tuple(size // self.config.vggt_config.patch_size for size in image_size_hw)
+            depth = F.interpolate(depth.flatten(0, 1).permute(0, 3, 1, 2), grid_hw, mode="nearest")
+            depth = depth.permute(0, 2, 3, 1).reshape(*tokens[-1].shape[:2], *grid_hw, 1)
+        return depth.flatten(2, 3)
 
     def decode(self, latents, extrinsics, intrinsics, image_size_hw, grid_hw, output_hidden_states=False):
         """Latent (B, Q, D) + per-view cameras → decoder output for every view's ray tokens (B, V, Np, D)."""
@@ -472,7 +533,9 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         prope = PRoPE(
             viewmats[:, None], intrinsics.flatten(0, 1)[:, None], image_size_hw, grid_hw, spatial_mask, self.config.prope_theta
         )
-        decoded, hidden_states = self.decoder(sequence, attend=prope, output_hidden_states=output_hidden_states)
+        decoded, hidden_states = self.decoder(
+            sequence, attend=prope, output_hidden_states=output_hidden_states, shared_rows=num_queries, copies=num_views
+        )
         return decoded[:, num_queries:].reshape(batch, num_views, -1, decoded.shape[-1]), hidden_states
 
     def forward(
@@ -540,9 +603,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             if extrinsics is None:
                 pose_encodings, extrinsics, intrinsics = run_camera_head(self.camera_head, tokens[-1].detach(), image_size_hw)
             if depth_targets is None:
-                depth, _ = run_dpt_head(self.depth_head, [None if t is None else t.detach() for t in tokens], start, image_size_hw)
-                depth_targets = F.interpolate(depth.flatten(0, 1).permute(0, 3, 1, 2), grid_hw, mode="nearest")
-                depth_targets = depth_targets.flatten(2).transpose(1, 2).reshape(batch, num_views, num_patches, 1)
+                depth_targets = self.depth_target(tokens, image_size_hw)
             if semantic_targets is None:
                 semantic_targets = self.semantic_targets(pixel_values, grid_hw)
 

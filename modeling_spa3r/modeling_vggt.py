@@ -483,6 +483,24 @@ def uv_position_embedding(grid_h: int, grid_w: int, channels: int, aspect_ratio:
     return embed.view(grid_h, grid_w, channels).permute(2, 0, 1)
 
 
+def _neighbourhood_upsampling(size_in: int, size_out: int, grid: int, stride: int, like: torch.Tensor):
+    """Bilinear (align_corners) resizing size_in → size_out evaluated only at the outputs stride·i − 1, stride·i,
+    stride·i + 1 (i < grid) → weights (3·grid, size_in) and those output indices (3·grid,); rows outside the output
+    are zero."""
+    outputs = (torch.arange(grid, device=like.device)[:, None] * stride + torch.arange(-1, 2, device=like.device)).flatten()
+    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+    source = outputs.clamp(0, size_out - 1).to(torch.float32) * scale
+    low = source.floor().long().clamp(max=size_in - 1)
+    high = (low + 1).clamp(max=size_in - 1)
+    frac = (source - low.to(torch.float32)).to(like.dtype)
+    weights = torch.zeros(len(outputs), size_in, dtype=like.dtype, device=like.device)
+    rows = torch.arange(len(outputs), device=like.device)
+    weights.index_put_((rows, low), 1 - frac, accumulate=True)
+    weights.index_put_((rows, high), frac, accumulate=True)
+    weights[(outputs < 0) | (outputs >= size_out)] = 0
+    return weights, outputs
+
+
 class ResidualConvUnit(nn.Module):
     def __init__(self, features: int):
         super().__init__()
@@ -555,8 +573,8 @@ class DPTHead(nn.Module):
         embed = uv_position_embedding(x.shape[-2], x.shape[-1], x.shape[1], aspect_ratio, x.device)
         return x + ratio * embed.to(x.dtype)[None]
 
-    def _forward_frames(self, tokens: list[torch.Tensor], patch_start_idx: int, height: int, width: int):
-        batch, num_frames = tokens[self.layers[0]].shape[:2]
+    def _fused_features(self, tokens: list[torch.Tensor], patch_start_idx: int, height: int, width: int) -> torch.Tensor:
+        """Aggregator layers (B, S, P, 2C) → fused features before the last upsampling (B·S, F/2, 8h, 8w)."""
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         aspect_ratio = width / height
         features = []
@@ -571,9 +589,10 @@ class DPTHead(nn.Module):
         x = scratch.refinenet3(x, l3, size=l2.shape[2:])
         x = scratch.refinenet2(x, l2, size=l1.shape[2:])
         x = scratch.refinenet1(x, l1)
-        x = scratch.output_conv1(x)
-        x = F.interpolate(x, size=(grid_h * self.patch_size, grid_w * self.patch_size), mode="bilinear", align_corners=True)
-        x = scratch.output_conv2(self._add_uv(x, aspect_ratio))  # (B·S, out, H, W)
+        return scratch.output_conv1(x)
+
+    def _activate(self, x: torch.Tensor, batch: int, num_frames: int):
+        """Head output (B·S, out, H', W') → values (B, S, H', W', out−1), confidence (B, S, H', W')."""
         x = x.permute(0, 2, 3, 1)
         values, confidence = x[..., :-1], x[..., -1]
         if self.activation == "exp":
@@ -585,17 +604,50 @@ class DPTHead(nn.Module):
         confidence = 1 + confidence.exp()
         return values.view(batch, num_frames, *values.shape[1:]), confidence.view(batch, num_frames, *confidence.shape[1:])
 
-    def forward(self, tokens: list[torch.Tensor], patch_start_idx: int, image_size_hw: tuple[int, int]):
-        """tokens: aggregator layers (B, S, P, 2C) → values (B, S, H, W, out−1), confidence (B, S, H, W)."""
+    def _forward_frames(self, tokens: list[torch.Tensor], patch_start_idx: int, height: int, width: int):
+        batch, num_frames = tokens[self.layers[0]].shape[:2]
+        grid_h, grid_w = height // self.patch_size, width // self.patch_size
+        x = self._fused_features(tokens, patch_start_idx, height, width)
+        x = F.interpolate(x, size=(grid_h * self.patch_size, grid_w * self.patch_size), mode="bilinear", align_corners=True)
+        x = self.scratch.output_conv2(self._add_uv(x, width / height))  # (B·S, out, H, W)
+        return self._activate(x, batch, num_frames)
+
+    def _forward_frames_at_stride(self, tokens: list[torch.Tensor], patch_start_idx: int, height: int, width: int):
+        """`_forward_frames` at the pixels (p·i, p·j) only: the last upsampling and 3×3 conv evaluated on their
+        3×3 neighbourhoods (zero outside the image, as the conv's padding), so no full-resolution map is built."""
+        batch, num_frames = tokens[self.layers[0]].shape[:2]
+        grid_h, grid_w = height // self.patch_size, width // self.patch_size
+        full_h, full_w = grid_h * self.patch_size, grid_w * self.patch_size
+        x = self._fused_features(tokens, patch_start_idx, height, width)  # (N, c, h', w')
+        rows_weight, rows = _neighbourhood_upsampling(x.shape[-2], full_h, grid_h, self.patch_size, x)
+        cols_weight, cols = _neighbourhood_upsampling(x.shape[-1], full_w, grid_w, self.patch_size, x)
+        x = torch.einsum("yh,nchw,xw->ncyx", rows_weight, x, cols_weight)  # (N, c, 3h, 3w) bilinear, align_corners
+        embed = uv_position_embedding(full_h, full_w, x.shape[1], width / height, x.device)
+        embed = embed[:, rows.clamp(0, full_h - 1)][:, :, cols.clamp(0, full_w - 1)]
+        inside = ((rows >= 0) & (rows < full_h))[:, None] & ((cols >= 0) & (cols < full_w))[None]
+        x = (x + 0.1 * embed.to(x.dtype)[None]) * inside.to(x.dtype)
+        conv3, relu, conv1 = self.scratch.output_conv2
+        x = conv1(relu(F.conv2d(x, conv3.weight, conv3.bias, stride=3)))  # (N, out, h, w)
+        return self._activate(x, batch, num_frames)
+
+    def at_patch_stride(self, tokens: list[torch.Tensor], patch_start_idx: int, image_size_hw: tuple[int, int]):
+        """`forward(...)` sampled at every `patch_size`-th pixel — values (B, S, h, w, out−1), confidence (B, S, h, w) —
+        equal to `forward(...)[0][:, :, ::p, ::p]` (which is nearest resizing to the patch grid) within float
+        tolerance, at a fraction of the cost and memory."""
+        return self._chunked(self._forward_frames_at_stride, tokens, patch_start_idx, image_size_hw)
+
+    def _chunked(self, fn, tokens, patch_start_idx, image_size_hw):
         num_frames = tokens[self.layers[0]].shape[1]
         chunk = self.frames_chunk_size or num_frames
         results = [
-            self._forward_frames(
-                [t[:, start : start + chunk] if t is not None else None for t in tokens], patch_start_idx, *image_size_hw
-            )
+            fn([t[:, start : start + chunk] if t is not None else None for t in tokens], patch_start_idx, *image_size_hw)
             for start in range(0, num_frames, chunk)
         ]
         return torch.cat([r[0] for r in results], dim=1), torch.cat([r[1] for r in results], dim=1)
+
+    def forward(self, tokens: list[torch.Tensor], patch_start_idx: int, image_size_hw: tuple[int, int]):
+        """tokens: aggregator layers (B, S, P, 2C) → values (B, S, H, W, out−1), confidence (B, S, H, W)."""
+        return self._chunked(self._forward_frames, tokens, patch_start_idx, image_size_hw)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -682,10 +734,13 @@ def run_camera_head(camera_head: CameraHead, last_tokens: torch.Tensor, image_si
     return encodings, extrinsics, intrinsics
 
 
-def run_dpt_head(head: DPTHead, tokens: list, patch_start_idx: int, image_size_hw):
-    """DPT head in float32 whatever the autocast dtype."""
+def run_dpt_head(head: DPTHead, tokens: list, patch_start_idx: int, image_size_hw, at_patch_stride: bool = False):
+    """DPT head in float32 whatever the autocast dtype; `at_patch_stride`: only every patch_size-th pixel."""
+    tokens = [t.float() if t is not None else None for t in tokens]
     with torch.autocast(device_type=head.norm.weight.device.type, enabled=False):
-        return head([t.float() if t is not None else None for t in tokens], patch_start_idx, image_size_hw)
+        if at_patch_stride:
+            return head.at_patch_stride(tokens, patch_start_idx, image_size_hw)
+        return head(tokens, patch_start_idx, image_size_hw)
 
 
 class VGGTModel(VGGTPreTrainedModel):

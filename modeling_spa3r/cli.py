@@ -73,6 +73,9 @@ def check_paths(command: str, argv: list[str]) -> None:
             candidates.append(("--model", token))
         if option not in ("--images", "--train_file", "--eval_file", "--train_data"):
             option = None  # single-valued options take one token
+    if command == "ask" and candidates and candidates[-1][0] == "--images" and argv[-1] == candidates[-1][1]:
+        if sum(option == "--images" for option, _ in candidates) > 1 and not Path(argv[-1]).expanduser().exists():
+            candidates.pop()  # `ask --images a.jpg b.jpg "question"`: the question, as `spa3r ask` reads it
     for option, value in candidates:
         if option in CHECKPOINT_OPTIONS and Path(value).expanduser().is_dir():
             check_weight_files(Path(value).expanduser())  # a truncated download or save, named before loading

@@ -510,6 +510,8 @@ CLI_CASES = {
     "pretrain-unknown-preset": (["pretrain", "--preset", "no-such-preset"], ["preset 'no-such-preset'"]),
     "sft-missing-train-file": (["sft", "--model_name_or_path", "{tmp}", "--train_file", "{tmp}/train.json"], ["not found: {tmp}/train.json"]),
     "sft-missing-model": (["sft", "--model_name_or_path", "{tmp}/a/b/vlm", "--train_file", "{tmp}/t.json"], ["not found: {tmp}/a/b/vlm"]),
+    "ask-missing-image-before-question": (["ask", "{tmp}", "--images", "{tmp}/f0.jpg", "{tmp}/f1.jpg", "How many?"],
+                                          ["not found: {tmp}/f0.jpg", "--images"]),
     "ask-missing-video": (["ask", "{tmp}", "--video", "{tmp}/room.mp4", "--question", "How many?"], ["not found: {tmp}/room.mp4"]),
 }
 

@@ -35,6 +35,8 @@ LOCAL_PATH_OPTIONS = {
     "--vggt-checkpoint", "--config", "--input", "--geometry-config", "--reference-json", "--video", "--images",
     "--scene", "--video-root",
 }  # fmt: skip
+#: Path options that a command creates (not checked for that command).
+CREATED_PATH_OPTIONS = {"prepare": {"--video-root"}}  # `prepare vsibench` extracts the videos there
 #: Options that take a local path or a Hub id; a missing path that cannot be a Hub id is "not found".
 PATH_OR_HUB_OPTIONS = {"--model", "--model_name_or_path", "--qwen_model_path", "--spa3r_model_path",
                        "--processor_name_or_path", "--data"}  # fmt: skip
@@ -60,14 +62,17 @@ def check_paths(command: str, argv: list[str]) -> None:
     `DataError` for a truncated or corrupt weight file in a local checkpoint folder."""
     from .validation import check_weight_files
 
+    created = CREATED_PATH_OPTIONS.get(command, set())
     option, candidates = None, []
     for index, token in enumerate(argv):
         if token.startswith("--"):
             option, _, value = token.partition("=")
-            if value:
+            if value and option not in created:
                 candidates.append((option, value))
             continue
-        if option in LOCAL_PATH_OPTIONS or option in PATH_OR_HUB_OPTIONS:
+        if option in created:
+            pass
+        elif option in LOCAL_PATH_OPTIONS or option in PATH_OR_HUB_OPTIONS:
             candidates.append((option, token))
         elif index == 0 and command in POSITIONAL_MODEL:
             candidates.append(("--model", token))

@@ -38,3 +38,17 @@ def test_installed_console_script_generates_synthetic_scenes(tmp_path):
     summary = json.loads((tmp_path / "dataset.json").read_text())
     (scene,) = summary["splits"]["train"]
     assert len(list((tmp_path / "scenes" / scene / "color").glob("*.jpg"))) == 6
+
+
+def test_path_check_skips_folders_a_command_creates(tmp_path):
+    from modeling_spa3r.cli import check_paths
+
+    data = tmp_path / "VSI-Bench"
+    data.mkdir()
+    new_root = tmp_path / "videos-to-extract"
+    check_paths("prepare", ["vsibench", "--data", str(data), "--video-root", str(new_root)])
+    check_paths("prepare", ["vsibench", "--data", str(data), f"--video-root={new_root}"])
+    with pytest.raises(FileNotFoundError, match=f"not found: {new_root} \\(--video-root\\)"):
+        check_paths("eval", ["--data", str(data), "--video-root", str(new_root)])
+    with pytest.raises(FileNotFoundError, match="not found: .*missing"):
+        check_paths("prepare", ["vsibench", "--data", str(tmp_path / "missing"), "--video-root", str(new_root)])

@@ -16,6 +16,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "generate_dataset": "synthetic", "SynthConfig": "synthetic", "render_scene_folder": "synthetic",
+    "rebuild_questions": "synthetic",
     "generate_scene": "scenes", "render": "render", "pack_scene": "render", "make_trajectory": "trajectory",
     "build_questions": "synthvsi", "build_sft": "synthvsi",
     "MultiViewDataset": "datasets", "SceneFolder": "datasets", "ViewBudgetBatchSampler": "datasets",

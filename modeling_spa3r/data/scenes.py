@@ -60,6 +60,11 @@ ROOM_ANCHORS = {
     "bathroom": ("toilet", "sink", "trash can"),
 }
 BATHROOM_MAX_AREA = 20.0  # m^2
+#: Categories that often come in groups: extra copies placed right after one (at most this many), so
+#: counts vary per category instead of being mostly 2.
+GROUPS = {"pillow": 3, "plant": 3, "stool": 3, "trash can": 2, "backpack": 2, "lamp": 2, "nightstand": 1,
+          "monitor": 2, "laptop": 2, "cabinet": 2, "shelf": 2, "microwave": 1, "tv": 1, "chair": 3}
+GROUP_CHANCE = 0.4
 #: Tables and desks get this many chairs (range) pulled up to them.
 CHAIRS_AROUND = {"table": (2, 4), "desk": (1, 1)}
 
@@ -681,8 +686,9 @@ def generate_scene(seed: int, min_objects: int = 4, max_objects: int = 25, free_
     """Generate one room deterministically from ``seed``.
 
     The room type's anchor furniture comes first (:data:`ROOM_ANCHORS`), tables and desks get chairs,
-    then furniture and small objects drawn by the type's frequencies fill the room up to a target
-    count that grows with the floor area. ``free_check(room)`` may return a predicate
+    then furniture and small objects drawn by the type's frequencies (less often once present, but
+    sometimes as a group, :data:`GROUPS`) fill the room up to a target count that grows with the floor
+    area. ``free_check(room)`` may return a predicate
     ``(objects) -> bool`` that vetoes a floor placement (``trajectory.walkable_check`` keeps walkable
     space connected); by default any non-overlapping placement is accepted.
     """
@@ -709,5 +715,9 @@ def generate_scene(seed: int, min_objects: int = 4, max_objects: int = 25, free_
         # categories already in the room are drawn less often, so most categories stay unique
         present = [sum(o.category == c for o in objects) for c in cats]
         probs = np.array([weights[c] / (1.0 + 4.0 * n) for c, n in zip(cats, present)])
-        _place(rng, cats[int(rng.choice(len(cats), p=probs / probs.sum()))], room, objects, spans, check)
+        category = cats[int(rng.choice(len(cats), p=probs / probs.sum()))]
+        if _place(rng, category, room, objects, spans, check) and category in GROUPS and rng.random() < GROUP_CHANCE:
+            for _ in range(int(rng.integers(1, GROUPS[category] + 1))):
+                if len(objects) < target:
+                    _place(rng, category, room, objects, spans, check, attempts=5)
     return Scene(seed, room_type, room, objects[:max_objects])

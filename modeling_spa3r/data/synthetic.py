@@ -161,11 +161,30 @@ def generate_dataset(out_dir, num_scenes: int, seed: int = 0, config: SynthConfi
             metas = list(tqdm(pool.imap(_render_job, jobs), **bar))
     else:
         metas = [_render_job(job) for job in tqdm(jobs, **bar)]
-    summary = {"dataset": DATASET_NAME, "seed": seed, "config": asdict(config), "splits": {}, "questions": {},
-               "question_types": {}}
+    summary = {"dataset": DATASET_NAME, "seed": seed, "config": asdict(config)}
+    return _write_questions(out, summary, {split: [m for m in metas if split_of[m["scene_name"]] == split]
+                                           for split in SPLITS})
+
+
+def rebuild_questions(out_dir) -> dict:
+    """Rewrite the SynthVSI, SFT and ``dataset.json`` files of a generated dataset from its scene folders
+    (``scenes/*/scene.json``) with the current question rules, without rendering again. Returns the
+    new summary; for an unchanged generator the files are byte-identical to what it wrote."""
+    out = Path(out_dir)
+    old = dio.read_json(out / "dataset.json")
+    metas = {split: [dio.read_json(out / "scenes" / name / "scene.json") for name in old["splits"][split]]
+             for split in SPLITS}
+    summary = {"dataset": DATASET_NAME, "seed": old["seed"], "config": old["config"]}
+    return _write_questions(out, summary, metas)
+
+
+def _write_questions(out: Path, summary: dict, metas: dict[str, list[dict]]) -> dict:
+    """Questions, SFT conversations, question counts and blind priors of the scenes of each split."""
+    seed = summary["seed"]
+    summary.update({"splits": {}, "questions": {}, "question_types": {}})
     next_id, split_records = 0, {}
     for split in SPLITS:
-        split_metas = [m for m in metas if split_of[m["scene_name"]] == split]
+        split_metas = metas[split]
         records = build_questions(split_metas, np.random.default_rng([seed, SPLITS.index(split), 7]), DATASET_NAME,
                                   first_id=next_id)
         next_id += len(records)
@@ -186,6 +205,6 @@ def generate_dataset(out_dir, num_scenes: int, seed: int = 0, config: SynthConfi
         if priors is not None:
             summary["blind_priors"] = {"fit": "train", "scored": "val + test", "per_type": priors.per_type,
                                        "tasks": priors.tasks, "text_prior": priors.text_family,
-                                       "counts": priors.counts}
+                                       "counts": {qt: list(n) for qt, n in priors.counts.items()}}
     dio.write_json(out / "dataset.json", summary)
     return summary

@@ -316,23 +316,25 @@ def _direction(question_type: str):
     template, classify, words = _DIRECTIONS[question_type]
     lo, hi = DIRECTION_PAIR_RANGE
 
+    per_answer = math.ceil(CANDIDATES_PER_SCENE[question_type] / len(words))
+
     def build(f: _SceneFacts, scene: int, rng):
         triples = list(itertools.permutations(f.unique, 3))
-        made = 0
+        made = Counter()  # candidates per answer, so that rarer answers (e.g. "back") are kept too
         for i in rng.permutation(len(triples)):
-            if made >= CANDIDATES_PER_SCENE[question_type]:
+            if all(made[w] >= per_answer for w in words):
                 break
             stand, face, query = triples[i]
             if not all(lo <= f.distance(a, b) <= hi for a, b in ((stand, face), (stand, query), (face, query))):
                 continue
             p = f.floor_xy(stand)
             answer = classify(signed_angle(f.floor_xy(face) - p, f.floor_xy(query) - p))
-            if answer is None:
+            if answer is None or made[answer] >= per_answer:
                 continue
             yield _Candidate(scene, question_type, template.format(stand=stand, face=face, query=query), answer,
                              [w for w in words if w != answer], keys=(f"stand={stand}", f"face={face}",
                                                                       f"query={query}"))
-            made += 1
+            made[answer] += 1
 
     return build
 

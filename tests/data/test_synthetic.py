@@ -13,7 +13,7 @@ from modeling_spa3r.data import io as dio
 from modeling_spa3r.data.contact_sheet import write_contact_sheet
 from modeling_spa3r.data.cli import dataset_report, main
 from modeling_spa3r.data.priors import blind_priors
-from modeling_spa3r.data.synthetic import SynthConfig, generate_dataset, scene_seed, split_counts
+from modeling_spa3r.data.synthetic import SynthConfig, generate_dataset, rebuild_questions, scene_seed, split_counts
 
 from .conftest import SMALL
 
@@ -58,6 +58,15 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     assert [k for k in a if a[k] != b[k]] == []
     generate_dataset(tmp_path / "c", 3, seed=6, config=config, progress=False)
     assert _tree(tmp_path / "c")["synthvsi_train.jsonl"] != a["synthvsi_train.jsonl"]
+
+
+def test_rebuilding_questions_from_scene_folders_gives_the_same_bytes(tmp_path):
+    config = SynthConfig(width=64, height=48, frames=12)
+    generate_dataset(tmp_path, 3, seed=5, config=config, progress=False)
+    before = _tree(tmp_path)
+    (tmp_path / "synthvsi_val.jsonl").write_text("")
+    summary = rebuild_questions(tmp_path)
+    assert _tree(tmp_path) == before and summary == dio.read_json(tmp_path / "dataset.json")
 
 
 def test_split_seeds_are_disjoint():

@@ -55,6 +55,12 @@ class ModelArguments:
     loss_views: Literal["all", "target"] | None = field(
         default=None, metadata={"help": "override config.loss_views: losses on all views or the target views only"}
     )
+    teacher_dtype: Literal["float32", "bfloat16"] | None = field(
+        default=None, metadata={"help": "override config.teacher_dtype: frozen teachers in bf16, student stays fp32"}
+    )
+    sampled_depth_target: bool | None = field(
+        default=None, metadata={"help": "override config.sampled_depth_target: depth teacher only where sampled"}
+    )
 
 
 @dataclass
@@ -313,6 +319,8 @@ def build_model(model_args: ModelArguments) -> Spa3RForPretraining:
             ("asymmetric_masking", model_args.asymmetric_masking),
             ("mask_ratio", model_args.mask_ratio),
             ("loss_views", model_args.loss_views),
+            ("teacher_dtype", model_args.teacher_dtype),
+            ("sampled_depth_target", model_args.sampled_depth_target),
         )
         if value is not None
     }

@@ -102,7 +102,7 @@ NA_POST = "Please answer the question using a single word or phrase."
 CANDIDATES_PER_SCENE = {"object_counting": 4, "object_abs_distance": 8, "object_size_estimation": 8,
                         "room_size_estimation": 1, "object_rel_distance": 10, "object_rel_direction_easy": 6,
                         "object_rel_direction_medium": 8, "object_rel_direction_hard": 8, "route_planning": 6,
-                        "obj_appearance_order": 10}
+                        "obj_appearance_order": 20}
 #: Fewer candidates than this do not limit the dataset size (small datasets keep every type).
 MIN_POOL_FOR_QUOTA = 5
 
@@ -256,6 +256,9 @@ class _Candidate:
             for a, b in itertools.combinations(items, 2):
                 lo, hi = sorted((a, b))
                 terms.append((("before", lo, hi), float(lo == a), 0.5))
+            for k, item in enumerate(items):  # e.g. categories with many instances tend to be seen first
+                terms.append((("first", item), float(k == 0), 1 / len(items)))
+                terms.append((("last", item), float(k == len(items) - 1), 1 / len(items)))
         return terms
 
 
@@ -410,7 +413,8 @@ def _route(f: _SceneFacts, scene: int, rng):
         if not all(leg_is_walkable(f.meta, f.the(x), f.the(y)) for x, y in zip(names[:-1], names[1:])):
             continue
         question = ROUTE_TEMPLATE.format(start=names[0], face=names[1], goal=names[-1], steps=_route_steps(names[1:]))
-        yield _Candidate(scene, "route_planning", question, ", ".join(turns))
+        yield _Candidate(scene, "route_planning", question, ", ".join(turns),
+                         keys=(f"start={names[0]}", f"face={names[1]}", f"goal={names[-1]}"))
         made += 1
 
 
@@ -420,7 +424,7 @@ def _appearance(f: _SceneFacts, scene: int, rng):
         return
     gap = appearance_gap(f.meta["camera"]["num_frames"])
     made = 0
-    for _ in range(60):
+    for _ in range(100):
         if made >= CANDIDATES_PER_SCENE["obj_appearance_order"]:
             break
         cats = [visible[i] for i in rng.choice(len(visible), 4, replace=False)]

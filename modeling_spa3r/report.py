@@ -1,0 +1,264 @@
+"""A results table that carries its own evidence: per-question predictions of several models on one VSI-Bench-format
+split → `results.md` and `results.png`.
+
+For every official task (all eight are shown; a task without questions is labelled, not dropped): the number of
+questions, chance and the best blind prior (:mod:`modeling_spa3r.data.priors`, fitted on the train split), each
+model's score with a seeded 95 % bootstrap interval (questions resampled within each question type), and a collapse
+line per model (the share of the model's most frequent parsed answer per task; above ``collapse_threshold`` the task
+is flagged). The overall row is the official macro mean over the tasks with questions. The caption says plainly
+which models do not beat the blind prior (the interval's lower end not above it) or collapse on which tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import vsibench
+
+OVERALL = "overall"
+COLLAPSE_THRESHOLD = 0.8
+
+
+@dataclass
+class TaskRow:
+    """One task of the table; scores are fractions in [0, 1] (`None` where the task has no questions)."""
+
+    key: str  # official task key (vsibench.TASK_KEYS) or "overall"
+    name: str
+    n: int
+    chance: float | None
+    prior: float | None  # best blind prior: max of the most-frequent and the text-only prior
+    scores: dict[str, float | None]  # model → score
+    intervals: dict[str, tuple[float, float] | None]  # model → 95 % bootstrap interval
+    top_answer_share: dict[str, float | None] = field(default_factory=dict)  # model → collapse line
+    top_answer: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class ResultsReport:
+    """Every number of `results.md` / `results.png`."""
+
+    rows: list[TaskRow]  # the eight tasks in the paper's order, then the overall (macro) row
+    models: list[str]
+    caption: str
+    resamples: int
+    seed: int
+    collapse_threshold: float
+
+    def to_dict(self) -> dict:
+        return {"models": self.models, "caption": self.caption, "resamples": self.resamples, "seed": self.seed,
+                "collapse_threshold": self.collapse_threshold, "rows": [vars(row) for row in self.rows]}
+
+    def markdown(self, title: str | None = None) -> str:
+        """The table (×100) with the collapse columns, then the caption."""
+        head = ["task", "n", "chance", "blind prior"] + [f"{m} [95 % CI]" for m in self.models]
+        head += [f"{m}: top answer share" for m in self.models]
+        lines = [] if title is None else [f"# {title}", ""]
+        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for row in self.rows:
+            if row.n == 0:
+                lines.append(f"| {row.name} | 0 | no questions |" + " - |" * (len(head) - 3))
+                continue
+            cells = [row.name, str(row.n), _pct(row.chance), _pct(row.prior)]
+            for m in self.models:
+                low, high = row.intervals[m]
+                cells.append(f"{_pct(row.scores[m])} [{_pct(low)}, {_pct(high)}]")
+            for m in self.models:
+                share = row.top_answer_share.get(m)
+                if share is None:
+                    cells.append("")
+                else:
+                    flag = " **collapsed**" if share > self.collapse_threshold else ""
+                    cells.append(f"{100 * share:.0f} % ({row.top_answer[m]}){flag}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", self.caption]
+        return "\n".join(lines)
+
+    def plot(self, path: str | Path, title: str) -> None:
+        """Grouped bars with interval whiskers; chance and blind prior as ticks; collapsed bars hatched."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axis = plt.subplots(figsize=(12, 5.2), dpi=120)
+        width = 0.8 / max(1, len(self.models))
+        colours = ["#c44e52", "#4c72b0", "#55a868", "#8172b2"]
+        for i, row in enumerate(self.rows):
+            if row.n == 0:
+                axis.text(i, 3, "no questions", ha="center", va="bottom", rotation=90, fontsize=8, color="#666666")
+                continue
+            for j, m in enumerate(self.models):
+                x = i - 0.4 + width * (j + 0.5)
+                value, (low, high) = 100 * row.scores[m], row.intervals[m]
+                collapsed = (row.top_answer_share.get(m) or 0) > self.collapse_threshold
+                axis.bar(x, value, width, color=colours[j % len(colours)], hatch="//" if collapsed else None,
+                         edgecolor="black" if collapsed else None, label=m if i == 0 else None)
+                axis.errorbar(x, value, yerr=[[value - 100 * low], [100 * high - value]], color="black", capsize=2,
+                              linewidth=1)
+                axis.text(x, 100 * high + 1, f"{value:.0f}", ha="center", fontsize=7)
+            for value, style, label in ((row.chance, ":", "chance"), (row.prior, "-", "blind prior")):
+                axis.hlines(100 * value, i - 0.45, i + 0.45, colors="black", linestyles=style, linewidth=1.6,
+                            label=label if i == 0 else None)
+        axis.set_xticks(range(len(self.rows)), [_tick(row) for row in self.rows], fontsize=8,
+                        rotation=20)
+        axis.bar(0, 0, 0, color="white", hatch="//", edgecolor="black",
+                 label=f"hatched: collapsed (one answer > {100 * self.collapse_threshold:.0f} %)")
+        axis.set_ylim(0, 125)
+        axis.set_ylabel("score ×100 (MRA or accuracy), 95 % bootstrap CI")
+        axis.legend(fontsize=7, loc="upper center", ncol=5)
+        axis.set_title(title, fontsize=10)
+        figure.text(0.01, 0.01, self.caption, fontsize=7, wrap=True, va="bottom")
+        figure.tight_layout(rect=(0, 0.12, 1, 1))
+        figure.savefig(path)
+        plt.close(figure)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _tick(row: TaskRow) -> str:
+    return row.name.replace(" (", "\n(") + f"\nn={row.n}"
+
+
+def _task_of(question_type: str) -> str:
+    return vsibench.task_key(question_type)
+
+
+def _scores_per_type(records: list[dict], model: str) -> dict[str, np.ndarray]:
+    per_type: dict[str, list[float]] = {}
+    for record in records:
+        per_type.setdefault(record["question_type"], []).append(float(record["score"]))
+    if not per_type:
+        raise ValueError(f"model {model!r}: no scored predictions")
+    return {t: np.asarray(v) for t, v in per_type.items()}
+
+
+def _bootstrap(per_type: dict[str, np.ndarray], tasks: list[str], resamples: int, seed: int) -> dict:
+    """95 % percentile intervals of each task score and the macro overall, resampling within each type."""
+    rng = np.random.default_rng(seed)
+    draws = {t: v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1) for t, v in sorted(per_type.items())}
+    task_draws = {}
+    for task in tasks:
+        if task == "object_rel_direction_accuracy":
+            subtypes = [draws[t] for t in vsibench.REL_DIRECTION_TYPES if t in draws]
+            if len(subtypes) == len(vsibench.REL_DIRECTION_TYPES):
+                task_draws[task] = np.mean(subtypes, axis=0)
+        else:
+            found = [draws[t] for t in draws if _task_of(t) == task]
+            if found:
+                task_draws[task] = found[0]
+    task_draws[OVERALL] = np.mean(list(task_draws.values()), axis=0)
+    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in task_draws.items()}
+
+
+def _collapse(records: list[dict], task: str) -> tuple[float | None, str | None]:
+    answers = [str(r.get("answer", r.get("output", ""))).strip() for r in records if _task_of(r["question_type"]) == task]
+    if not answers:
+        return None, None
+    answer, count = Counter(answers).most_common(1)[0]
+    return count / len(answers), answer
+
+
+def build_report(
+    predictions: dict[str, list[dict]],
+    priors,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    collapse_threshold: float = COLLAPSE_THRESHOLD,
+) -> ResultsReport:
+    """Assemble the table from per-question prediction records (`predictions.jsonl` rows: `question_type`,
+    `score`, `answer`) of each model on the same questions, and the blind priors of that split
+    (:class:`~modeling_spa3r.data.priors.BlindPriors`, or its ``tasks`` dict ``prior → task key → score``)."""
+    if not predictions:
+        raise ValueError("build_report: no models given")
+    if resamples < 100:
+        raise ValueError(f"build_report: resamples must be >= 100 for a 95 % interval, got {resamples}")
+    models = list(predictions)
+    ids = {m: sorted(str(r["id"]) for r in records) for m, records in predictions.items() if records and "id" in records[0]}
+    if len({tuple(v) for v in ids.values()}) > 1:
+        raise ValueError(f"build_report: the models answered different questions ({', '.join(f'{m}: {len(v)}' for m, v in ids.items())})")
+    prior_tasks = getattr(priors, "tasks", priors)
+    per_type = {m: _scores_per_type(records, m) for m, records in predictions.items()}
+    type_counts = {t: len(v) for t, v in per_type[models[0]].items()}
+    tasks = list(vsibench.TASK_KEYS)
+    official = {m: vsibench.aggregate(records) for m, records in predictions.items()}  # checks the records
+    intervals = {m: _bootstrap(per_type[m], tasks, resamples, seed) for m in models}
+    rows = []
+    for task in tasks:
+        n = sum(c for t, c in type_counts.items() if _task_of(t) == task)
+        scores = {m: official[m].get(task) for m in models}
+        if n == 0:
+            rows.append(TaskRow(task, vsibench.TASK_DISPLAY_NAMES[task], n, None, None,
+                                dict.fromkeys(models), dict.fromkeys(models)))  # fmt: skip
+            continue
+        chance = prior_tasks.get("chance", {}).get(task)
+        blind = [prior_tasks[p][task] for p in ("frequent", "text") if task in prior_tasks.get(p, {})]
+        row = TaskRow(task, vsibench.TASK_DISPLAY_NAMES[task], n, chance, max(blind) if blind else None, scores,
+                      {m: intervals[m][task] for m in models})  # fmt: skip
+        for m in models:
+            row.top_answer_share[m], row.top_answer[m] = _collapse(predictions[m], task)
+        rows.append(row)
+    present = [row for row in rows if row.n > 0]
+    overall = TaskRow(OVERALL, f"overall (macro mean of {len(present)} tasks)", sum(row.n for row in present),
+                      _mean_or_none([row.chance for row in present]), _mean_or_none([row.prior for row in present]),
+                      {m: official[m][OVERALL] for m in models},
+                      {m: intervals[m][OVERALL] for m in models})  # fmt: skip
+    rows.append(overall)
+    return ResultsReport(rows, models, _caption(rows, models, collapse_threshold), resamples, seed, collapse_threshold)
+
+
+def _mean_or_none(values: list) -> float | None:
+    return None if not values or any(v is None for v in values) else math.fsum(values) / len(values)
+
+
+def _caption(rows: list[TaskRow], models: list[str], threshold: float) -> str:
+    """Plain sentences: per model, the tasks where it beats the blind prior (interval above it), those where it
+    does not, and the tasks where it collapsed."""
+    tasks = [row for row in rows if row.key != OVERALL and row.n > 0]
+    empty = [row.name for row in rows if row.key != OVERALL and row.n == 0]
+    sentences = []
+    for m in models:
+        beats = [r.name for r in tasks if r.prior is not None and r.intervals[m][0] > r.prior]
+        below = [r.name for r in tasks if r.prior is not None and r.intervals[m][0] <= r.prior]
+        collapsed = [f"{r.name} ({100 * r.top_answer_share[m]:.0f} % '{r.top_answer[m]}')" for r in tasks
+                     if (r.top_answer_share.get(m) or 0) > threshold]
+        overall = rows[-1]
+        verdict = "beats" if overall.prior is not None and overall.intervals[m][0] > overall.prior else "does NOT beat"
+        sentence = f"{m} {verdict} the blind prior overall"
+        sentence += f"; beats it on {len(beats)}/{len(tasks)} tasks" + (f" ({', '.join(beats)})" if beats else "")
+        if below:
+            sentence += f"; does not beat it on {', '.join(below)}"
+        if collapsed:
+            sentence += f"; COLLAPSED (one answer > {100 * threshold:.0f} %) on {', '.join(collapsed)}"
+        sentences.append(sentence + ".")
+    if len(models) == 2:
+        a, b = models
+        better = [r.name for r in tasks if r.intervals[a][0] > r.intervals[b][1]]
+        worse = [r.name for r in tasks if r.intervals[a][1] < r.intervals[b][0]]
+        sentences.append(f"{a} vs {b}: intervals separate in favour of {a} on "
+                         f"{', '.join(better) if better else 'no task'}, in favour of {b} on "
+                         f"{', '.join(worse) if worse else 'no task'}; elsewhere the difference is within noise.")
+    if empty:
+        sentences.append(f"No questions for: {', '.join(empty)}.")
+    sentences.append("Beating the prior means the 95 % interval's lower end is above the best blind prior "
+                     "(most-frequent or text-only answer, fitted on the train split).")
+    return " ".join(sentences)
+
+
+def write_report(report: ResultsReport, out_dir: str | Path, title: str) -> dict[str, Path]:
+    """`results.md` (table + caption), `results.png` and `results_table.json` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    paths = {"md": out_dir / "results.md", "png": out_dir / "results.png", "json": out_dir / "results_table.json"}
+    paths["md"].write_text(report.markdown(title) + "\n")
+    report.plot(paths["png"], title)
+    paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return paths

@@ -1,0 +1,82 @@
+"""The evidence-carrying results table (modeling_spa3r/report.py) on hand-made predictions."""
+
+import pytest
+
+from modeling_spa3r import vsibench
+from modeling_spa3r.report import build_report, write_report
+
+PRIORS = {  # BlindPriors.tasks layout: prior → task key → score
+    "chance": {"object_counting_MRA:.5:.95:.05": 0.1, "route_planning_accuracy": 0.25},
+    "frequent": {"object_counting_MRA:.5:.95:.05": 0.3, "route_planning_accuracy": 0.25},
+    "text": {"object_counting_MRA:.5:.95:.05": 0.2, "route_planning_accuracy": 0.4},
+}
+COUNT, ROUTE = "object_counting_MRA:.5:.95:.05", "route_planning_accuracy"
+
+
+def _records(counting, routes):
+    """counting: (answer, score) per object-counting question; routes: (answer, score) per route question."""
+    rows = [("object_counting", i, a, s) for i, (a, s) in enumerate(counting)]
+    rows += [("route_planning", i, a, s) for i, (a, s) in enumerate(routes)]
+    return [{"id": f"{t}-{i}", "question_type": t, "answer": a, "score": s} for t, i, a, s in rows]
+
+
+COLLAPSING = _records([("2", 1.0), ("2", 1.0), ("2", 0.5), ("2", 0.0)], [("A", 1.0), ("A", 1.0)])
+VARIED = _records([("1", 1.0), ("2", 1.0), ("3", 1.0), ("3", 1.0)], [("A", 0.0), ("B", 1.0)])
+
+
+def test_rows_counts_scores_collapse_and_empty_tasks():
+    report = build_report({"geo": COLLAPSING, "plain": VARIED}, PRIORS, resamples=2000, seed=0)
+    assert [row.key for row in report.rows] == [*vsibench.TASK_KEYS, "overall"]  # every task shown
+    rows = {row.key: row for row in report.rows}
+    assert (rows[COUNT].n, rows[ROUTE].n, rows["overall"].n) == (4, 2, 6)
+    assert all(rows[k].n == 0 and rows[k].scores == {"geo": None, "plain": None}
+               for k in vsibench.TASK_KEYS if k not in (COUNT, ROUTE))  # fmt: skip
+    assert rows[COUNT].scores == {"geo": 0.625, "plain": 1.0}
+    assert rows[ROUTE].scores == {"geo": 1.0, "plain": 0.5}
+    assert rows["overall"].scores == {"geo": (0.625 + 1.0) / 2, "plain": 0.75}  # macro mean over 2 tasks
+    assert rows["overall"].name == "overall (macro mean of 2 tasks)"
+    assert (rows[COUNT].chance, rows[COUNT].prior, rows[ROUTE].prior) == (0.1, 0.3, 0.4)  # best of frequent, text
+    assert rows[COUNT].top_answer_share == {"geo": 1.0, "plain": 0.5} and rows[COUNT].top_answer["geo"] == "2"
+    assert rows[ROUTE].top_answer_share == {"geo": 1.0, "plain": 0.5}
+    # a constant score has a zero-width interval; {0, 1} on two questions spans [0, 1]
+    assert rows[ROUTE].intervals["geo"] == (1.0, 1.0) and rows[COUNT].intervals["plain"] == (1.0, 1.0)
+    assert rows[ROUTE].intervals["plain"] == (0.0, 1.0)
+    low, high = rows[COUNT].intervals["geo"]
+    assert 0.0 <= low < 0.625 < high <= 1.0
+
+
+def test_caption_says_collapse_and_prior_plainly():
+    report = build_report({"geo": COLLAPSING, "plain": VARIED}, PRIORS, resamples=2000, seed=0)
+    caption = report.caption
+    assert "; COLLAPSED (one answer > 80 %) on Obj. Count (100 % '2'), Route Plan (100 % 'A')." in caption
+    assert caption.count("COLLAPSED") == 1  # geo only
+    # plain's route interval [0, 1] does not clear the 0.4 prior; its counting interval [1, 1] clears 0.3
+    assert "plain beats the blind prior overall; beats it on 1/2 tasks (Obj. Count); does not beat it on Route Plan" in caption
+    assert "No questions for: Abs. Dist., Obj. Size, Room Size, Rel. Dist., Rel. Dir., Appr. Order." in caption
+    table = report.markdown("t")
+    assert "| Abs. Dist. | 0 | no questions | - | - |" in table
+    assert "| Obj. Count | 4 | 10.0 | 30.0 | 62.5 [" in table and "100 % (2) **collapsed**" in table
+    assert "| overall (macro mean of 2 tasks) | 6 |" in table
+
+
+def test_bootstrap_is_seeded():
+    first = build_report({"geo": COLLAPSING}, PRIORS, resamples=500, seed=3)
+    again = build_report({"geo": COLLAPSING}, PRIORS, resamples=500, seed=3)
+    assert [r.intervals for r in first.rows] == [r.intervals for r in again.rows]
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="different questions"):
+        build_report({"geo": COLLAPSING, "plain": VARIED[:-1]}, PRIORS)
+    with pytest.raises(ValueError, match="resamples must be >= 100"):
+        build_report({"geo": COLLAPSING}, PRIORS, resamples=10)
+    partial = [{"id": "d", "question_type": "object_rel_direction_easy", "answer": "A", "score": 1.0}]
+    with pytest.raises(ValueError, match="missing: object_rel_direction_medium"):
+        build_report({"geo": partial}, PRIORS)
+
+
+def test_write_report_files(tmp_path):
+    report = build_report({"geo": COLLAPSING, "plain": VARIED}, PRIORS, resamples=200)
+    paths = write_report(report, tmp_path, "hand-made")
+    assert paths["md"].read_text().startswith("# hand-made\n") and paths["png"].stat().st_size > 10_000
+    assert '"collapse_threshold": 0.8' in paths["json"].read_text()

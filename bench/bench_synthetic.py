@@ -6,8 +6,8 @@ Prints the render-only rate (one process) with the share of blank-wall frames, a
 rate of ``generate_dataset`` (scenes, ScanNet-like folders, videos, SynthVSI, SFT, blind priors) in
 frames per second. Baseline before the SynthVSI rework, run back to back with it on the same shared
 2-core machine (wall rates swing 2x with the load there; CPU time is steadier): render only
-22.9-26.2 frames/s, end to end 14.3-16.4 frames/s, 30.0 % blank-wall frames, 57.6 s CPU for the whole
-script; after: 17.6-39.1 and 11.5-30.5 frames/s, 0.5 % blank-wall frames, 60.1 s CPU (+4 %).
+20.0-26.2 frames/s, end to end 13.3-16.4 frames/s, 30.0 % blank-wall frames, 52-58 s CPU for the whole
+script; after: 17.4-39.1 and 11.5-30.5 frames/s, 0.0-0.5 % blank-wall frames, 52-60 s CPU.
 """
 
 from __future__ import annotations

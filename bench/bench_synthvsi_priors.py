@@ -11,7 +11,7 @@ Target: every multiple-choice type within 5 points of chance for the text prior.
 Train -> val + test, text prior minus chance (points): before the SynthVSI rework (100 scenes, 128x96,
 355 eval questions) rel. distance +9.7, direction easy +12.5 / medium +16.7 / hard +18.8, route +28.6,
 appearance order +0.0; after (``--scenes 200 --width 96 --height 72``, 1782 eval questions) -0.2,
-+0.0 / +0.0 / -0.4, +2.0, +0.2. Cross-fitted multiple-choice scores fall a few points *below* chance
++0.0 / +0.0 / +0.4, -1.0, +0.2. Cross-fitted multiple-choice scores fall a few points *below* chance
 after the rework: answers are balanced exactly over each split, so a fold's majority answer is the
 rest's minority (not exploitable across independently balanced splits).
 """

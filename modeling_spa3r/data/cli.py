@@ -53,8 +53,9 @@ def dataset_report(summary: dict) -> str:
               for qt in QUESTION_TYPES}
     total = max(1, sum(counts.values()))
     lines = ["| question type | questions | share % | VSI-Bench share % |", "|---|---:|---:|---:|"]
-    lines += [f"| {qt} | {counts[qt]} | {100 * counts[qt] / total:.1f} | {100 * VSIBENCH_TYPE_COUNTS[qt] / total_vsi:.1f} |"
-              for qt in QUESTION_TYPES]
+    for qt in QUESTION_TYPES:
+        share, reference = 100 * counts[qt] / total, 100 * VSIBENCH_TYPE_COUNTS[qt] / total_vsi
+        lines.append(f"| {qt} | {counts[qt]} | {share:.1f} | {reference:.1f} |")
     priors = summary.get("blind_priors")
     if priors is None:
         lines.append("blind priors: not computed (needs questions in train and in val + test)")

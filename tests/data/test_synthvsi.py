@@ -182,7 +182,8 @@ def _check(record, meta, first_frames):
         for a, b, c in zip(pts, pts[1:], pts[2:]):
             h, n = (b - a) / np.linalg.norm(b - a), (c - b) / np.linalg.norm(c - b)
             turn = math.degrees(math.acos(np.clip(h @ n, -1, 1)))
-            expected.append("Turn Back" if turn >= 135 else "Turn Left" if h[0] * n[1] - h[1] * n[0] > 0 else "Turn Right")
+            left = h[0] * n[1] - h[1] * n[0] > 0
+            expected.append("Turn Back" if turn >= 135 else "Turn Left" if left else "Turn Right")
         assert _option_text(record) == ", ".join(expected)
     elif qt == "obj_appearance_order":
         (listed,) = re.fullmatch(r"What will be the first-time appearance order of the following categories in the "

@@ -1,8 +1,9 @@
-"""`spa3r demo`: the whole method end to end on a CPU, offline, in about four minutes (`--quick`: under one).
+"""`spa3r demo`: the whole method end to end on a CPU, offline; the end of the run prints the measured time per stage.
 
 1. render synthetic rooms with exact geometry and SynthVSI questions (train/val splits by disjoint seeds);
-2. pretrain a small Spa3R with PSFM (`spa3r-synthetic-tiny`) on the train rooms; plot its loss terms and the
-   predicted vs target feature fields of held-out views of a validation room;
+2. pretrain a small Spa3R with room-level PSFM (`spa3r-synthetic-room`) on the train rooms, with the held-out loss
+   on the validation rooms; plot train and held-out loss curves and the predicted vs target feature fields of
+   held-out views of a validation room;
 3. build a small Qwen2.5-VL (real classes, a tokenizer trained offline on the synthetic text) and from it a Spa3-VLM
    with the pretrained Spa3R, plus the same VLM without geometry;
 4. fine-tune both on SynthVSI-train with the SFT pipeline (`spa3-vlm-sft-cpu`);
@@ -14,14 +15,16 @@ Everything lands in `--out` (default `runs/demo`): `loss_curves.png`, `feature_f
 
 import argparse
 import json
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 #: the two VLMs compared: name → (folder suffix, whether the processor feeds Spa3R)
 VARIANTS = {"Spa3-VLM": ("spa3-vlm", True), "VLM without geometry": ("no-geometry", False)}
+SFT_BATCH_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,14 @@ class DemoSettings:
     frames: int = 32
     width: int = 112
     height: int = 84
-    pretrain_steps: int = 600
+    pretrain_steps: int = 400
     sft_epochs: float = 8.0
     eval_frames: int = 4
     vocab_size: int = 512
     llm_hidden_size: int = 64
 
 
-QUICK = DemoSettings(scenes=12, frames=16, pretrain_steps=150, sft_epochs=4.0)
+QUICK = DemoSettings(scenes=12, frames=16, pretrain_steps=100, sft_epochs=4.0)
 
 
 class Stopwatch:
@@ -74,59 +77,80 @@ def generate_data(out: Path, settings: DemoSettings, seed: int) -> dict:
 
 
 def pretrain(data: Path, summary: dict, out: Path, settings: DemoSettings, seed: int) -> Path:
-    """PSFM on the train rooms only (the validation rooms stay unseen for the feature-field picture)."""
+    """PSFM on the train rooms only; the validation rooms (unseen) give the held-out loss and the feature fields."""
     from .training.pretrain import main as pretrain_main
 
-    train_rooms = out / "train_rooms"
-    train_rooms.mkdir(parents=True, exist_ok=True)
-    for name in summary["splits"]["train"]:
-        link = train_rooms / name
-        if not link.exists():
-            link.symlink_to((data / "scenes" / name).resolve(), target_is_directory=True)
+    rooms = {}
+    for split in ("train", "val"):
+        rooms[split] = out / f"{split}_rooms"
+        rooms[split].mkdir(parents=True, exist_ok=True)
+        for name in summary["splits"][split]:
+            link = rooms[split] / name
+            if not link.exists():
+                link.symlink_to((data / "scenes" / name).resolve(), target_is_directory=True)
     output_dir = out / "spa3r"
+    steps = settings.pretrain_steps
     pretrain_main(
-        ["--preset", "spa3r-synthetic-tiny", "--train_data", f"synthetic:{train_rooms}", "--output_dir", str(output_dir),
-         "--max_steps", str(settings.pretrain_steps), "--save_steps", str(settings.pretrain_steps), "--logging_steps",
-         str(max(1, settings.pretrain_steps // 40)), "--report_to", "none", "--seed", str(seed), "--disable_tqdm", "false"]
+        ["--preset", "spa3r-synthetic-room", "--train_data", f"synthetic:{rooms['train']}", "--eval_data",
+         f"synthetic:{rooms['val']}", "--eval_fraction", "0", "--eval_views", str(min(6, settings.frames)),
+         "--output_dir", str(output_dir), "--max_steps", str(steps), "--save_steps", str(steps),
+         "--logging_steps", str(max(1, steps // 40)), "--eval_steps", str(max(1, steps // 10)), "--report_to", "none",
+         "--seed", str(seed), "--disable_tqdm", "false"]
     )  # fmt: skip
     return output_dir
 
 
 def plot_pretraining_losses(run_dir: Path, png: Path) -> dict:
-    """Loss terms of the PSFM run against the step → PNG; returns the first and last logged values."""
+    """
+    Train and held-out loss curves of the PSFM run → PNG. Left: the representation-shaping loss and the detached
+    depth probe, train (lines) vs held-out rooms (markers); right: the shaping terms one by one. Returns the first
+    and last logged value of each train and held-out curve (`loss`, `eval_loss`, ...).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
-    logged = [entry for entry in history if "loss" in entry]
-    names = ["loss"] + sorted(k for k in logged[0] if "/" in k or k == "depth_prob")
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for name in names:
-        axis.plot([e["step"] for e in logged], [e[name] for e in logged], label="total" if name == "loss" else name,
-                  linewidth=2.5 if name == "loss" else 1.2)  # fmt: skip
-    axis.set_xlabel("step")
-    axis.set_ylabel("loss")
-    axis.set_yscale("log")
-    axis.set_title("Spa3R PSFM pretraining on synthetic rooms")
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
+    train = [entry for entry in history if "loss" in entry]
+    held_out = [entry for entry in history if "eval_loss" in entry]
+    terms = sorted(k for k in train[0] if "/" in k)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, names in ((left, ["representation_loss", "probe_loss"]), (right, terms)):
+        for colour, name in zip(colours, names):
+            label = {"representation_loss": "representation (trains the model)", "probe_loss": "depth probe (detached)"}
+            axis.plot([e["step"] for e in train], [e[name] for e in train], color=colour, linewidth=1.8,
+                      label=f"train: {label.get(name, name)}")  # fmt: skip
+            axis.plot([e["step"] for e in held_out], [e[f"eval_{name}"] for e in held_out], "o--", color=colour,
+                      markersize=4, linewidth=1, label=f"held-out rooms: {label.get(name, name)}")  # fmt: skip
+        axis.set_xlabel("step")
+        axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    left.set_ylabel("loss")
+    left.set_title("representation-shaping loss vs detached probe")
+    right.set_title("shaping terms one by one")
+    figure.suptitle("Spa3R PSFM pretraining on synthetic rooms: train vs held-out rooms")
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)
-    return {name: (logged[0][name], logged[-1][name]) for name in names}
+    names = ["loss", "representation_loss", "probe_loss"] + terms
+    curves = {name: (train[0][name], train[-1][name]) for name in names}
+    curves.update({f"eval_{name}": (held_out[0][f"eval_{name}"], held_out[-1][f"eval_{name}"]) for name in names if held_out})
+    return curves
 
 
 def plot_feature_fields(run_dir: Path, scene: Path, settings: DemoSettings, png: Path) -> dict:
-    """Predicted vs rendered fields of the last two of four views of an unseen room (one shared PCA per field)."""
+    """Predicted vs rendered fields of the last two of four views spread over an unseen room (one shared PCA per
+    field); the first two are the context."""
     from .data import MultiViewDataset
     from .modeling_spa3r import Spa3RForPretraining
     from .training.pretrain import PretrainingCollator
     from .visualize import fields_figure
 
     model = Spa3RForPretraining.from_pretrained(run_dir).eval()
-    sample = MultiViewDataset([scene], views=(4, 4), stride=(3, 3), width=settings.width, seed=0)[0]
+    sample = MultiViewDataset([scene], views=(4, 4), width=settings.width, seed=0, sampling="spread")[0]
     sample["view_mask"] = torch.tensor([False, False, True, True])
     collator = PretrainingCollator(model.config.vggt_config.patch_size, "rendered", "ground_truth", model.config.semantic_size)
     batch = collator([sample])
@@ -187,7 +211,8 @@ def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     sft_main(
         ["--preset", "spa3-vlm-sft-cpu", "--model_name_or_path", str(init_dir), "--train_file",
          str(data / "sft" / "synthvsi_train_sft.json"), "--media_root", str(data), "--output_dir", str(output_dir),
-         "--max_steps", "-1", "--num_train_epochs", str(settings.sft_epochs), "--per_device_train_batch_size", "4",
+         "--max_steps", "-1", "--num_train_epochs", str(settings.sft_epochs), "--per_device_train_batch_size",
+         str(SFT_BATCH_SIZE),
          "--learning_rate", "2e-3", "--save_strategy", "no", "--activation_checkpointing", "false",
          "--logging_steps", "10", "--report_to", "none", "--seed", str(seed), "--disable_tqdm", "false"]
     )  # fmt: skip
@@ -204,30 +229,36 @@ def evaluate(model_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     return json.loads((output_dir / "results.json").read_text())
 
 
-TASK_NAMES = {
-    "object_counting_MRA:.5:.95:.05": "object count",
-    "object_abs_distance_MRA:.5:.95:.05": "absolute distance",
-    "object_size_estimation_MRA:.5:.95:.05": "object size",
-    "room_size_estimation_MRA:.5:.95:.05": "room size",
-    "object_rel_distance_accuracy": "relative distance",
-    "object_rel_direction_accuracy": "relative direction",
-    "route_planning_accuracy": "route plan",
-    "obj_appearance_order_accuracy": "appearance order",
-    "overall": "overall",
-}
+def results_table(data: Path, eval_dirs: dict[str, Path], seed: int):
+    """The evidence-carrying table of both variants (modeling_spa3r/report.py) from their per-question predictions,
+    with chance and the blind priors fitted on SynthVSI-train."""
+    from .data.priors import blind_priors
+    from .eval_vsibench import read_predictions
+    from .report import build_report
+
+    train, val = ([json.loads(line) for line in (data / f"synthvsi_{split}.jsonl").read_text().splitlines() if line.strip()]
+                  for split in ("train", "val"))  # fmt: skip
+    priors = blind_priors(train, val)
+    predictions = {name: list(read_predictions(path).values()) for name, path in eval_dirs.items()}
+    return build_report(predictions, priors, seed=seed)
 
 
-def comparison_table(results: dict[str, dict]) -> str:
-    """Markdown table: a row per task present, a column per model (scores in %)."""
-    names = list(results)
-    lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for key, label in TASK_NAMES.items():
-        if key in results[names[0]]["results"]:
-            lines.append(f"| {label} | " + " | ".join(f"{100 * results[n]['results'][key]:.1f}" for n in names) + " |")
-    return "\n".join(lines)
+def weak_result(table) -> bool:
+    """True when a variant collapses on a task or its overall interval does not clear the blind prior."""
+    overall = table.rows[-1]
+    collapsed = any((share or 0) > table.collapse_threshold for row in table.rows for share in row.top_answer_share.values())
+    return collapsed or any(overall.prior is None or overall.intervals[m][0] <= overall.prior for m in table.models)
+
+
+def sft_steps(data: Path, settings: DemoSettings) -> int:
+    """Optimizer steps of one SFT run: ceil(train conversations / batch) × epochs."""
+    records = len(json.loads((data / "sft" / "synthvsi_train_sft.json").read_text()))
+    return math.ceil(math.ceil(records / SFT_BATCH_SIZE) * settings.sft_epochs)
 
 
 def run(out: Path, settings: DemoSettings, seed: int = 0) -> dict:
+    from .report import write_report
+
     out.mkdir(parents=True, exist_ok=True)
     watch = Stopwatch()
     data = out / "data"
@@ -242,26 +273,39 @@ def run(out: Path, settings: DemoSettings, seed: int = 0) -> dict:
         cosines = plot_feature_fields(spa3r_dir, val_room, settings, out / "feature_fields.png")
     with watch.stage("3/5 small Spa3-VLM and its no-geometry twin"):
         init_dirs = build_vlms(data, spa3r_dir, out, settings, seed)
-    results = {}
+    results, tuned = {}, {}
     with watch.stage("4/5 SFT on SynthVSI-train"):
-        tuned = {name: fine_tune(init_dirs[name], data, out / f"sft-{slug}", settings, seed)
-                 for name, (slug, _) in VARIANTS.items()}  # fmt: skip
+        steps = sft_steps(data, settings)
+        for i, (name, (slug, _)) in enumerate(VARIANTS.items(), 1):
+            print(f"\n-- run {i}/{len(VARIANTS)}: {name}, {steps} steps ({settings.sft_epochs:g} epochs)", flush=True)
+            tuned[name] = fine_tune(init_dirs[name], data, out / f"sft-{slug}", settings, seed)
+    eval_dirs = {name: out / f"eval-{path.name[4:]}" for name, path in tuned.items()}
     with watch.stage("5/5 SynthVSI-val evaluation"):
-        for name, path in tuned.items():
-            results[name] = evaluate(path, data, out / f"eval-{path.name[4:]}", settings)
-    table = comparison_table(results)
+        for i, (name, path) in enumerate(tuned.items(), 1):
+            print(f"\n-- {i}/{len(tuned)}: {name}", flush=True)
+            results[name] = evaluate(path, data, eval_dirs[name], settings)
+    table = results_table(data, eval_dirs, seed)
+    title = f"SynthVSI-val ({summary['questions']['val']} questions, {len(summary['splits']['val'])} rooms)"
+    write_report(table, out, title)
     report = {
         "settings": asdict(settings),
         "pretraining_loss_first_last": losses,
         "held_out_field_cosine": cosines,
         "results": results,
+        "table": table.to_dict(),
         "seconds": {**watch.stages, "total": watch.total},
     }
     (out / "results.json").write_text(json.dumps(report, indent=2))
-    (out / "results.md").write_text(f"# SynthVSI-val ({summary['questions']['val']} questions)\n\n{table}\n")
-    print(f"\nSynthVSI-val, {summary['questions']['val']} questions, scores in %:\n{table}")
-    print(f"\nPSFM loss {losses['loss'][0]:.3f} → {losses['loss'][1]:.3f}; held-out field cosine {cosines}")
-    print(f"wrote {out / 'loss_curves.png'}, {out / 'feature_fields.png'}, {out / 'results.md'} in {watch.total:.0f} s")
+    print(f"\n{table.markdown(title)}")
+    if weak_result(table):
+        print("\nTHE RESULT IS WEAK: at least one variant collapses or does not beat the blind prior overall (see the "
+              "caption above). A stronger check: --scenes, --pretrain-steps, --sft-epochs (see --help).")
+    print(f"\nPSFM representation loss, train {losses['representation_loss'][0]:.3f} → {losses['representation_loss'][1]:.3f}"
+          f", held-out rooms {losses['eval_representation_loss'][0]:.3f} → {losses['eval_representation_loss'][1]:.3f}; "
+          f"held-out field cosine {cosines}")
+    print("\nmeasured time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in watch.stages.items())
+          + f"; total {watch.total:.0f} s")
+    print(f"wrote {out / 'loss_curves.png'}, {out / 'feature_fields.png'}, {out / 'results.md'}, {out / 'results.png'}")
     return report
 
 
@@ -275,11 +319,29 @@ def missing_packages() -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spa3r demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    parser.add_argument("--quick", action="store_true", help="smaller run (under a minute on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
+                        f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    scale = parser.add_argument_group(
+        "scaling up (for a stronger check than the default; each overrides the default or --quick value)",
+        "Cost: stage 1 and the SFT/eval stages grow linearly with --scenes (SFT questions scale with rooms); "
+        "stage 2 linearly with --pretrain-steps; stage 4 linearly with --sft-epochs (two runs); stage 5 linearly "
+        "with --eval-frames. The end of every run prints the measured seconds per stage to extrapolate from.",
+    )  # fmt: skip
+    scale.add_argument("--scenes", type=int, help=f"synthetic rooms, 3/4 train, 1/4 validation (default "
+                       f"{DemoSettings.scenes}, --quick {QUICK.scenes})")  # fmt: skip
+    scale.add_argument("--pretrain-steps", type=int, help=f"PSFM steps (default {DemoSettings.pretrain_steps})")
+    scale.add_argument("--sft-epochs", type=float, help=f"SFT epochs per VLM (default {DemoSettings.sft_epochs:g})")
+    scale.add_argument("--eval-frames", type=int, help=f"frames per question for SFT-time processor and evaluation "
+                       f"(default {DemoSettings.eval_frames})")  # fmt: skip
     args = parser.parse_args(argv)
     missing = missing_packages()
     if missing:
         parser.error(f"the demo trains and evaluates models and needs {', '.join(missing)}: pip install -e \".[dev]\"")
-    run(args.out, QUICK if args.quick else DemoSettings(), args.seed)
+    overrides = {name: value for name, value in (("scenes", args.scenes), ("pretrain_steps", args.pretrain_steps),
+                 ("sft_epochs", args.sft_epochs), ("eval_frames", args.eval_frames)) if value is not None}  # fmt: skip
+    for name, value in overrides.items():
+        if value <= 0 or (name == "scenes" and value < 4):
+            parser.error(f"--{name.replace('_', '-')} must be {'>= 4' if name == 'scenes' else '> 0'}, got {value}")
+    run(args.out, replace(QUICK if args.quick else DemoSettings(), **overrides), args.seed)
     return 0

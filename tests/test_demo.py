@@ -24,6 +24,8 @@ def test_demo_end_to_end(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| task | Spa3-VLM | VLM without geometry |" in table and "| overall |" in table
     assert set(report["held_out_field_cosine"]) == {"geometry", "semantics"}
+    curves = report["pretraining_loss_first_last"]  # train and held-out-room curves of the PSFM stage
+    assert {"representation_loss", "probe_loss", "eval_representation_loss", "eval_probe_loss"} <= set(curves)
     # the no-geometry twin never sees Spa3R inputs
     processor = json.loads((tmp_path / "sft-no-geometry" / "processor_config.json").read_text())
     assert processor["use_geometry"] is False

@@ -11,7 +11,10 @@
    disagreement of the probes' predictions (two disjoint view sets of each held-out room).
 
 Target: the pretrained latent beats the best random-init seed by more than the seeds' std on most properties.
-Budget: ≤ 20 minutes on 2 CPU cores, data generation included. Prints the table and the wall time of each stage.
+Budget: ≤ 20 minutes on 2 CPU cores, data generation included (measured on a shared 2-core machine: rendering the
+160 rooms ≈ 4 min, pretraining + probes ≈ 2.5-3.5 min). On a machine shared with other jobs run it with
+OMP_NUM_THREADS=1: two OpenMP threads competing for busy cores made the same run ~15x slower (35 min).
+Prints the table and the wall time of each stage.
 """
 
 from __future__ import annotations

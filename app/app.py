@@ -96,17 +96,24 @@ class Spa3App:
         check_upload(paths, self.limits, self.num_frames)
         return load_frames(video=videos[0], num_frames=self.num_frames) if videos else load_frames(images=images)
 
-    def picture(self, frames: list) -> Path:
+    def picture(self, frames: list) -> tuple[Path, str | None]:
+        """(PNG, note): the predicted vs target fields with a pretraining checkpoint, else (or when that checkpoint
+        cannot compare on uploads, e.g. one pretrained on rendered targets) the encoder's tokens, with the reason."""
         size = self.processor.geometry_size
         views = scene_views(frames, size)  # (1, V, 3, H, W)
         out = self.output_dir / f"field_{len(list(self.output_dir.iterdir()))}.png"
+        note = None
         if self.pretraining is not None and len(frames) >= 2:
-            result = predict_fields(self.pretraining, views, default_targets(len(frames), self.pretraining.config.mask_ratio))
-            held_out = result["held_out"]
-            fields_figure(result["fields"], out, images=views[0, held_out], grid_hw=result["grid_hw"],
-                          view_labels=[f"view {i} (held out)" for i in held_out],
-                          title="Spa3R predicted vs target feature fields of held-out views (one shared PCA per field)")
-            return out
+            try:
+                result = predict_fields(self.pretraining, views, default_targets(len(frames), self.pretraining.config.mask_ratio))
+            except ValueError as error:
+                note = f"feature fields not drawn: {error}; showing the encoder tokens instead"
+            else:
+                held_out = result["held_out"]
+                fields_figure(result["fields"], out, images=views[0, held_out], grid_hw=result["grid_hw"],
+                              view_labels=[f"view {i} (held out)" for i in held_out],
+                              title="Spa3R predicted vs target feature fields of held-out views (PCA fitted on each target)")
+                return out, None
         encoder = self.model.model.geometry_encoder
         patch = encoder.config.vggt_config.patch_size
         with torch.inference_mode():
@@ -115,18 +122,23 @@ class Spa3App:
         grid = (views.shape[-2] // patch, views.shape[-1] // patch)
         field_figure(patches.view(len(frames), grid[0] * grid[1], -1), out, images=views[0], grid_hw=grid,
                      row_title="Spa3R tokens", title="Spa3R encoder tokens at each view's patches (PCA to RGB, shared)")
-        return out
+        return out, note
 
     def run(self, files, question: str):
-        """(answer, picture path); a bad upload's message goes in the answer box, with no picture."""
+        """(answer, picture path); a bad upload's message goes in the answer box, with no picture. The answer is
+        kept when only the picture fails: the picture's error is shown after it in the answer box."""
         if not files:
             return "Error: upload a video or some images first.", None
         try:
             frames = self.frames([getattr(f, "name", f) for f in files])
             text = answer(self.model, self.processor, frames, question, self.max_new_tokens)
-            return text, str(self.picture(frames))
         except ValueError as error:
             return f"Error: {error}", None
+        try:
+            path, note = self.picture(frames)
+        except Exception as error:  # the answer is already computed: never lose it to the picture
+            return f"{text}\n\n[picture failed: {type(error).__name__}: {error}]", None
+        return (text if note is None else f"{text}\n\n[{note}]"), str(path)
 
 
 def build_demo(app: Spa3App):

@@ -139,6 +139,10 @@ class Spa3RConfig(PreTrainedConfig):
         teacher_dtype: dtype of the frozen teachers' passes (aggregator unless `train_backbone`, camera and depth
             heads, semantic teacher): `"float32"`, or `"bfloat16"` (autocast around the teachers only; the student
             and its losses stay float32, the VGGT heads keep their float32 rule).
+        pretraining_targets: what the fields were pretrained against, recorded by `spa3r pretrain` so tools that
+            compare predicted and target fields (`spa3r visualize`, the app) build the same targets: `"teachers"`
+            (the frozen teachers' features, the paper) or `"rendered"` (normals ‖ depth and class histograms
+            rendered with the scene; needs a scene folder with depth/, normal/, semantic/ maps).
     """
 
     model_type = "spa3r"
@@ -169,6 +173,7 @@ class Spa3RConfig(PreTrainedConfig):
     loss_views: Literal["all", "target"] = "all"
     sampled_depth_target: bool = False
     teacher_dtype: Literal["float32", "bfloat16"] = "float32"
+    pretraining_targets: Literal["teachers", "rendered"] = "teachers"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -186,6 +191,8 @@ class Spa3RConfig(PreTrainedConfig):
             raise ValueError(f"loss_views must be 'all' or 'target', got {self.loss_views!r}")
         if self.teacher_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"teacher_dtype must be 'float32' or 'bfloat16', got {self.teacher_dtype!r}")
+        if self.pretraining_targets not in ("teachers", "rendered"):
+            raise ValueError(f"pretraining_targets must be 'teachers' or 'rendered', got {self.pretraining_targets!r}")
         if self.semantic_teacher_config is not None and self.semantic_teacher_config.hidden_size != self.semantic_size:
             raise ValueError(
                 f"semantic_size {self.semantic_size} differs from the teacher's hidden_size "

@@ -37,22 +37,26 @@ def as_grid(field, grid_hw: tuple[int, int] | None = None) -> np.ndarray:
     return array.reshape(array.shape[0], height, width, array.shape[2]).astype(np.float64)
 
 
-def shared_pca_rgb(fields: list[np.ndarray], low: float = 1.0, high: float = 99.0) -> list[np.ndarray]:
+def shared_pca_rgb(fields: list[np.ndarray], low: float = 1.0, high: float = 99.0, fit_on: list[int] | None = None) -> list[np.ndarray]:
     """
-    Project every field (…, C) onto the top-3 principal components of all of them together and map each component
-    to [0, 1] with the same percentile range for all fields. Returns RGB arrays (…, 3).
+    Project every field (…, C) onto the top-3 principal components of the fields listed in `fit_on` (default: all
+    of them) and map each component to [0, 1] with the percentile range of those fields, the same for all. With
+    `fit_on=[target]` a prediction is drawn in the target's colours: equal colours mean equal features, and a
+    prediction far from the target cannot set the colour scale. Returns RGB arrays (…, 3).
     """
     channels = {field.shape[-1] for field in fields}
     if len(channels) != 1:
         raise ValueError(f"fields to share one PCA must have the same channels, got {sorted(channels)}")
     rows = np.concatenate([field.reshape(-1, field.shape[-1]) for field in fields])
-    mean = rows.mean(0)
-    _, _, components = np.linalg.svd(rows - mean, full_matrices=False)
+    fit = np.concatenate([fields[i].reshape(-1, fields[i].shape[-1]) for i in (fit_on or range(len(fields)))])
+    mean = fit.mean(0)
+    _, _, components = np.linalg.svd(fit - mean, full_matrices=False)
     basis = components[:3].T  # (C, ≤3)
     if basis.shape[1] < 3:  # fewer than 3 channels or samples: pad with zero components
         basis = np.pad(basis, ((0, 0), (0, 3 - basis.shape[1])))
     projected = (rows - mean) @ basis
-    lo, hi = np.percentile(projected, low, axis=0), np.percentile(projected, high, axis=0)
+    fitted = (fit - mean) @ basis
+    lo, hi = np.percentile(fitted, low, axis=0), np.percentile(fitted, high, axis=0)
     scale = np.where(hi - lo > 1e-12, hi - lo, 1.0)
     out, start = [], 0
     for field in fields:
@@ -68,6 +72,13 @@ def cosine_per_view(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     dot = (pred * target).sum(-1)
     norms = np.linalg.norm(pred, axis=-1) * np.linalg.norm(target, axis=-1)
     return (dot / np.maximum(norms, 1e-12)).reshape(pred.shape[0], -1).mean(-1)
+
+
+def mean_field_baseline(target: np.ndarray) -> np.ndarray:
+    """The baseline a prediction must beat: the target's mean feature at every patch of every view (V, h, w, C) —
+    what a model that ignores the view would best predict. Cosines of non-negative features (class histograms)
+    are high even for this constant, so a predicted cosine means something only next to it."""
+    return np.broadcast_to(target.reshape(-1, target.shape[-1]).mean(0), target.shape)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -86,14 +97,16 @@ def fields_figure(
 ) -> dict[str, np.ndarray]:
     """
     One PNG: a column per view; a row of input images (if given), then for each field a predicted row and a target
-    row, coloured with one PCA shared by that field's two rows; each predicted panel shows its cosine to the target.
+    row, both coloured with one PCA fitted on the target only; each predicted panel shows its cosine to the target
+    next to the cosine of the mean-field baseline (:func:`mean_field_baseline`).
 
     Args:
         fields: name → (pred, target), each (V, h, w, C) or (V, h·w, C) with `grid_hw`.
         images: (V, 3, H, W) in [0, 1] or a list of PIL images, the views themselves.
         view_labels: column titles (default "view i").
         row_titles: name → (predicted row title, target row title) (default "<name> predicted" / "<name> target").
-    Returns the per-view mean cosine similarity of every field.
+    Returns the per-view mean cosine similarity of every field (`name`) and of its mean-field baseline
+    (`name + " mean-field baseline"`).
     """
     if not fields:
         raise ValueError("no feature fields to draw")
@@ -116,9 +129,10 @@ def fields_figure(
     cosines = {}
     for name, (pred, target) in grids.items():
         cosines[name] = cosine_per_view(pred, target)
+        baseline = cosines[f"{name} mean-field baseline"] = cosine_per_view(mean_field_baseline(target), target)
         pred_title, target_title = (row_titles or {}).get(name, (f"{name} predicted", f"{name} target"))
-        pred_rgb, target_rgb = shared_pca_rgb([pred, target])
-        rows.append((pred_title, pred_rgb, [f"cos {c:.2f}" for c in cosines[name]]))
+        pred_rgb, target_rgb = shared_pca_rgb([pred, target], fit_on=[1])
+        rows.append((pred_title, pred_rgb, [f"cos {c:.2f} (mean field {b:.2f})" for c, b in zip(cosines[name], baseline)]))
         rows.append((target_title, target_rgb, None))
     _draw(rows, view_labels or [f"view {i}" for i in range(num_views)], out_path, title)
     return cosines
@@ -137,7 +151,7 @@ def feature_field_figure(
         out_path,
         images=images,
         grid_hw=grid_hw,
-        title=title or "feature fields of held-out views (one shared PCA)",
+        title=title or "feature fields of held-out views (PCA fitted on the target)",
         row_titles={"field": tuple(titles)},
     )
     return cosines["field"]
@@ -181,7 +195,7 @@ def _draw(rows: list, column_titles: list[str], out_path, title: str | None) -> 
                 axis.set_ylabel(row_title, fontsize=9)
             if captions is not None:
                 axis.set_xlabel(captions[view], fontsize=8)
-    title = title or "predicted vs target feature fields (one shared PCA per field)"
+    title = title or "predicted vs target feature fields (PCA fitted on each target)"
     width = 26 * num_views + 6  # characters that fit above the panels at fontsize 10
     figure.suptitle("\n".join(textwrap.fill(line, width=width) for line in title.splitlines()), fontsize=10)
     figure.tight_layout()
@@ -223,32 +237,68 @@ def default_targets(num_views: int, mask_ratio: float) -> list[int]:
     return list(range(num_context, num_views))
 
 
-def predict_fields(model, pixel_values: torch.Tensor, targets: list[int]) -> dict:
+def predict_fields(model, pixel_values: torch.Tensor, targets: list[int], inputs: dict | None = None) -> dict:
     """
     Run a `Spa3RForPretraining` on one scene (1, V, 3, H, W) with `targets` held out. Returns the held-out views'
-    fields: {"geo": (pred, target), "sem": (pred, target) when the model has a semantic teacher}, each (T, Np, C),
-    plus "grid_hw".
+    fields: {"geo": (pred, target), "sem": (pred, target) when there is a semantic target}, each (T, Np, C),
+    plus "grid_hw". `inputs`: batch-side targets and cameras (:func:`rendered_inputs`), required for a checkpoint
+    pretrained on rendered targets (`config.pretraining_targets == "rendered"`); without them the targets are the
+    frozen teachers'.
     """
     num_views = pixel_values.shape[1]
     if not targets or len(set(targets)) == num_views:
         raise ValueError(f"hold out between 1 and {num_views - 1} of the {num_views} views, got targets {targets}")
     if any(not 0 <= t < num_views for t in targets):
         raise ValueError(f"target views {targets} out of range for {num_views} views")
+    kind = getattr(model.config, "pretraining_targets", "teachers")
+    if kind == "rendered" and inputs is None:
+        raise ValueError(
+            "this checkpoint was pretrained on rendered targets (config.pretraining_targets='rendered'): its fields "
+            "are normals ‖ depth and class histograms, which only a scene folder with depth/, normal/ and semantic/ "
+            "maps provides (spa3r visualize --scene DIR); plain images have no targets to compare against"
+        )
     view_mask = torch.zeros(1, num_views, dtype=torch.bool)
     view_mask[0, targets] = True
     patch_size = model.config.vggt_config.patch_size
     grid_hw = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
-    extra = {}
-    if model.semantic_teacher is None:  # no teacher to compare against: placeholder targets, the sem field is not drawn
+    extra = {k: v.to(model.device) for k, v in (inputs or {}).items()}
+    has_semantic = model.semantic_teacher is not None or "semantic_targets" in extra
+    if not has_semantic:  # no teacher to compare against: placeholder targets, the sem field is not drawn
         extra["semantic_targets"] = torch.zeros(1, num_views, grid_hw[0] * grid_hw[1], model.config.semantic_size)
     with torch.inference_mode():
         out = model(pixel_values=pixel_values.to(model.device, model.dtype), view_mask=view_mask.to(model.device),
                     return_loss=False, **extra)
     held_out = out.view_mask[0].nonzero()[:, 0].cpu()
     fields = {"geo": (out.pred_geo[0, held_out], out.target_geo[0, held_out])}
-    if model.semantic_teacher is not None:
+    if has_semantic:
         fields["sem"] = (out.pred_sem[0, held_out], out.target_sem[0, held_out])
     return {"fields": fields, "grid_hw": grid_hw, "held_out": held_out.tolist()}
+
+
+def rendered_inputs(model, scene, num_views: int, size: int) -> tuple[torch.Tensor, dict]:
+    """A synthetic scene folder → (pixel_values (1, V, 3, H, W), inputs): `num_views` views spread along its path,
+    resized to width `size`, with the rendered targets and ground-truth cameras the rendered-target pretraining used
+    (the collator of `spa3r pretrain --targets rendered --cameras ground_truth`)."""
+    from .data import MultiViewDataset
+    from .training.pretrain import PretrainingCollator
+
+    sample = MultiViewDataset([Path(scene)], views=(num_views, num_views), width=size, seed=0, sampling="spread")[0]
+    sample["view_mask"] = torch.zeros(num_views, dtype=torch.bool)
+    collator = PretrainingCollator(model.config.vggt_config.patch_size, "rendered", "ground_truth",
+                                   model.config.semantic_size)  # fmt: skip
+    batch = collator([sample])
+    pixel_values = batch.pop("pixel_values")
+    batch.pop("view_mask")
+    return pixel_values, batch
+
+
+def views_with_objects(semantic_targets: torch.Tensor, count: int, first_object_class: int = 4) -> list[int]:
+    """The `count` views (never view 0, the reference context view) whose rendered class histograms (1, V, Np, K)
+    hold the largest share of object classes (ids ≥ `first_object_class`: SynthVSI's unlabeled, wall, floor,
+    ceiling come first), in view order — held-out views worth looking at, not bare walls."""
+    share = semantic_targets[0, :, :, first_object_class:].sum(-1).mean(-1)  # (V,)
+    ranked = sorted(range(1, share.shape[0]), key=lambda v: (-float(share[v]), v))
+    return sorted(ranked[:count])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a Spa3RForPretraining checkpoint on a scene with some views held out and draw, for the held-out views, "
             "the predicted feature fields next to the teachers' (geometric VGGT field; semantic DINOv3 field when the "
-            "checkpoint has the teacher), projected to RGB with one shared PCA per field."
+            "checkpoint has the teacher), or the rendered fields of a synthetic scene for checkpoints pretrained on them "
+            "(config.pretraining_targets), projected to RGB with a PCA fitted on each target."
         ),
     )
     parser.add_argument("checkpoint", help="Spa3RForPretraining checkpoint directory (with its frozen teachers)")
@@ -297,7 +348,11 @@ def main(argv=None) -> int:
         pixel_values = scene_views(images, args.size or config.vggt_config.image_size)
         targets = args.targets or default_targets(len(images), config.mask_ratio)
         model = Spa3RForPretraining.from_pretrained(args.checkpoint).eval().to(resolve_device(args.device))
-        result = predict_fields(model, pixel_values, targets)
+        inputs = None
+        if getattr(config, "pretraining_targets", "teachers") == "rendered" and args.scene:
+            pixel_values, inputs = rendered_inputs(model, args.scene, len(images), pixel_values.shape[-1])
+            targets = args.targets or views_with_objects(inputs["semantic_targets"], len(targets))
+        result = predict_fields(model, pixel_values, targets, inputs)
     except (ValueError, OSError) as error:
         print(f"spa3r visualize: error: {error}", file=sys.stderr)
         return 2
@@ -309,7 +364,7 @@ def main(argv=None) -> int:
         images=pixel_values[0, held_out],
         view_labels=[f"view {i} (held out)" for i in held_out],
         grid_hw=result["grid_hw"],
-        title=f"Spa3R feature fields of held-out views (context views {context}); one shared PCA per field",
+        title=f"Spa3R feature fields of held-out views (context views {context}); PCA fitted on each target",
     )
     for name, values in cosines.items():
         print(f"{name}: cosine per held-out view " + ", ".join(f"{i}: {c:.3f}" for i, c in zip(held_out, values)))

@@ -1,4 +1,5 @@
-"""Feature-field figures: one shared PCA for predicted and target fields, the PNG grid, `spa3r visualize`."""
+"""Feature-field figures: one PCA (fitted on the target) for predicted and target fields, the mean-field baseline,
+the PNG grid, `spa3r visualize` on teacher-target and rendered-target checkpoints."""
 
 import numpy as np
 import pytest
@@ -12,8 +13,13 @@ from modeling_spa3r.visualize import (
     cosine_per_view,
     default_targets,
     feature_field_figure,
+    fields_figure,
     main,
+    mean_field_baseline,
+    predict_fields,
+    rendered_inputs,
     shared_pca_rgb,
+    views_with_objects,
 )
 
 
@@ -86,3 +92,77 @@ def test_visualize_errors(spa3r_pretraining_dir, spa3_vlm_dir, scene_pictures, t
     assert "not a Spa3R one" in capsys.readouterr().err
     assert main([str(spa3r_pretraining_dir), "--scene", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "contains no images" in capsys.readouterr().err
+
+
+def test_pca_fitted_on_the_target_only():
+    pred, target = (as_grid(f, (3, 4)) for f in _fields())
+    alone = shared_pca_rgb([target])[0]
+    for prediction in (pred, 100.0 * pred, pred + 5.0):  # the prediction never moves the target's colours
+        pred_rgb, target_rgb = shared_pca_rgb([prediction, target], fit_on=[1])
+        np.testing.assert_array_equal(target_rgb, alone)
+    pred_rgb, _ = shared_pca_rgb([target.copy(), target], fit_on=[1])
+    np.testing.assert_array_equal(pred_rgb, alone)  # equal features, equal colours
+
+
+def test_mean_field_baseline_cosine():
+    target = np.zeros((2, 1, 2, 2))
+    target[0, 0, 0], target[0, 0, 1], target[1, 0, 0], target[1, 0, 1] = (1, 0), (0, 1), (1, 0), (1, 0)
+    baseline = mean_field_baseline(target)  # mean feature (0.75, 0.25) everywhere
+    np.testing.assert_allclose(baseline[1, 0, 1], [0.75, 0.25])
+    norm = np.hypot(0.75, 0.25)
+    np.testing.assert_allclose(cosine_per_view(baseline, target), [(0.75 + 0.25) / 2 / norm, 0.75 / norm])
+
+
+def test_figure_reports_the_baseline_next_to_each_cosine(tmp_path):
+    pred, target = _fields(views=2)
+    cosines = fields_figure({"geo": (pred, target)}, tmp_path / "f.png", grid_hw=(3, 4))
+    assert set(cosines) == {"geo", "geo mean-field baseline"}
+    grid = as_grid(target, (3, 4))
+    np.testing.assert_allclose(cosines["geo mean-field baseline"], cosine_per_view(mean_field_baseline(grid), grid))
+    assert (cosines["geo"] > cosines["geo mean-field baseline"] + 0.5).all()  # random targets: the mean says nothing
+
+
+@pytest.fixture(scope="module")
+def rendered_checkpoint(tmp_path_factory):
+    """A tiny Spa3R pretrained (here: initialised) for rendered targets, as `spa3r pretrain --targets rendered` saves."""
+    from pathlib import Path
+
+    from modeling_spa3r import Spa3RConfig
+
+    root = Path(__file__).resolve().parents[1]
+    config = Spa3RConfig.from_json_file(root / "configuration" / "models" / "spa3r-synthetic-tiny.json")
+    config.pretraining_targets = "rendered"
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("rendered_spa3r")
+    Spa3RForPretraining(config).save_pretrained(directory)
+    return directory
+
+
+def test_visualize_rendered_target_checkpoint(rendered_checkpoint, training_synth_root, tmp_path, capsys):
+    scene = sorted((training_synth_root / "scenes").iterdir())[0]
+    out = tmp_path / "rendered.png"
+    assert main([str(rendered_checkpoint), "--scene", str(scene), "--num-views", "4", "--size", "56", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "geo: cosine per held-out view" in printed and "geo mean-field baseline: cosine" in printed
+    assert "sem: cosine per held-out view" in printed  # rendered class histograms are the semantic target
+    with Image.open(out) as png:
+        assert png.format == "PNG"
+    # held-out views are the object-richest ones (never the reference view 0)
+    model = Spa3RForPretraining.from_pretrained(rendered_checkpoint)
+    pixel_values, inputs = rendered_inputs(model, scene, 4, 56)
+    assert pixel_values.shape[:3] == (1, 4, 3) and inputs["geometry_targets"].shape[-1] == 4
+    chosen = views_with_objects(inputs["semantic_targets"], 2)
+    share = inputs["semantic_targets"][0, :, :, 4:].sum(-1).mean(-1)
+    assert 0 not in chosen and min(share[chosen]) >= max(share[[v for v in range(1, 4) if v not in chosen]])
+    # plain images have no rendered targets: a clear error, not a shape mismatch
+    with pytest.raises(ValueError, match="pretrained on rendered targets"):
+        predict_fields(model, pixel_values, [2, 3])
+
+
+def test_views_with_objects():
+    semantic = torch.zeros(1, 5, 2, 6)
+    semantic[0, :, :, 1] = 1.0  # all wall ...
+    semantic[0, [0, 2, 4], :, 1], semantic[0, [0, 2, 4], :, 5] = 0.5, 0.5  # ... except objects in views 0, 2, 4
+    semantic[0, 4, :, 5] = 0.4
+    assert views_with_objects(semantic, 2) == [2, 4]
+    assert views_with_objects(semantic, 1) == [2]

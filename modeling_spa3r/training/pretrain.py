@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(training_args.seed)  # fresh weights are the same in every run (and every process)
     model = build_model(model_args)
     check_teachers_needed(model, model_args, data_args)
+    model.config.pretraining_targets = data_args.targets  # visualize / the app build the same targets
     train, evaluation = build_datasets(data_args, model.config.mask_ratio, training_args.data_seed or training_args.seed)
     collator = PretrainingCollator(
         model.config.vggt_config.patch_size, data_args.targets, data_args.cameras, model.config.semantic_size

@@ -1,17 +1,27 @@
-"""Spa3R speed and memory on CPU at a mid-size configuration.
+"""Spa3R speed and memory on CPU: the dense-mask formulation (the official one) against ours, one process per case.
 
-Times `Spa3RModel` encoding and one `Spa3RForPretraining` training step (forward + backward) in symmetric and
-asymmetric masking mode for several view counts. The asymmetric step is measured twice on the same weights and
-inputs: with the mask-free two-call global attention (ours) and with the dense (V·P)×(V·P) boolean mask of the
-official code (baseline); the two losses must agree.
-
+Cases, on the same weights (seed 0) and inputs, each in a fresh process so peak memory is its own:
+- `dense`: the official formulation — the dense (V·P)×(V·P) boolean mask in the asymmetric global attention, the
+  depth teacher at full resolution then resized nearest, the decoder's latent rows projected once per view and
+  PRoPE's index copies (the baseline);
+- `ours`: mask-free two-call SDPA, depth teacher only at the sampled pixels, shared latent-row projections,
+  PRoPE slices (all exact: the loss equals the baseline's within float tolerance, checked);
+- `ours_bf16`: `ours` with `teacher_dtype="bfloat16"` (frozen teachers in bf16, student and losses float32).
+For each: encode (`Spa3RModel`), one asymmetric and one symmetric training step (forward + backward) at V = 4, 8, 12,
+and encode alone at V = 16, 24, 32 for growth; ratios are baseline time / case time and case peak / baseline peak.
 Peak memory = highest resident-set size sampled every 2 ms during the call, minus the RSS just before it.
 
-    python bench/bench_spa3r.py [--views 4 8 12] [--repeats 3] [--threads 2]
+Presets: `mid` (default; aggregator 512 wide × 6 deep, Spa3R 384 wide, 128 queries, 3+3 layers, 224×294, fp32),
+`small` (aggregator 256 × 8, Spa3R 256, 64 queries, 2+2 layers, 224×224).
+
+    python bench/bench_spa3r.py [--preset mid] [--views 4 8 12] [--encode_views 16 24 32] [--repeats 3] [--threads 2]
 """
 
 import argparse
 import functools
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -54,6 +64,41 @@ def mid_size_config() -> Spa3RConfig:
     )
 
 
+def mid_512_config() -> Spa3RConfig:
+    """The `mid` preset: aggregator 512 wide × 6 deep, Spa3R 384 wide, 128 queries, 3+3 layers (views 224×294)."""
+    vggt = VGGTConfig(
+        hidden_size=512,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        patch_embed_type="conv",
+        global_qk_norm="rmsnorm",
+        camera_head_depth=2,
+        camera_head_num_heads=8,
+        dpt_features=128,
+        dpt_out_channels=[64, 128, 256, 256],
+        dpt_intermediate_layers=[1, 2, 4, 5],
+        use_point_head=False,
+    )
+    teacher = dict(
+        model_type="dinov3_vit", hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6,
+        patch_size=16, num_register_tokens=4,
+    )  # fmt: skip
+    return Spa3RConfig(
+        vggt_config=vggt.to_dict(),
+        semantic_teacher_config=teacher,
+        hidden_size=384,
+        num_attention_heads=6,
+        num_queries=128,
+        num_encoder_layers=3,
+        num_decoder_layers=3,
+        semantic_size=384,
+    )
+
+
+PRESETS = {"mid": (mid_512_config, (224, 294)), "small": (mid_size_config, (224, 224))}
+CASES = ("dense", "ours", "ours_bf16")
+
+
 class PeakRSS:
     """Peak resident memory above the starting level while the block runs (sampled in a thread)."""
 
@@ -93,30 +138,41 @@ def measure(fn, repeats: int) -> tuple[float, float, object]:
     return sorted(times)[len(times) // 2], max(peaks), result
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--views", type=int, nargs="+", default=[4, 8, 12])
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--size", type=int, default=224, help="square image size (multiple of 14)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+def official_formulation(model: Spa3RForPretraining) -> None:
+    """Put back the formulation the baseline measures: dense mask, full-resolution depth teacher, per-view
+    latent-row projections in the decoder, PRoPE index copies."""
+    from modeling_spa3r import modeling_spa3r
+
+    aggregator, decoder = model.spa3r.aggregator, model.decoder
+    aggregator.forward = functools.partial(Aggregator.forward, aggregator, dense_view_mask_attention=True)
+    decoder.forward = lambda *args, shared_rows=0, copies=1, **kwargs: type(decoder).forward(decoder, *args, **kwargs)
+    prope_init = modeling_spa3r.PRoPE.__init__
+
+    def init_with_index_copies(self, *args, **kwargs):
+        prope_init(self, *args, **kwargs)
+        self.spatial_start = None
+
+    modeling_spa3r.PRoPE.__init__ = init_with_index_copies
+
+
+def run_case(case: str, preset: str, views: list[int], encode_only: bool, batch: int, repeats: int) -> list[dict]:
+    """One case in this process → rows {views, what, seconds, mib, loss}."""
+    make_config, (height, width) = PRESETS[preset]
+    config = make_config()
+    config.sampled_depth_target = case != "dense"
+    config.teacher_dtype = "bfloat16" if case == "ours_bf16" else "float32"
     torch.manual_seed(0)
-    model = Spa3RForPretraining(mid_size_config()).train()
-    aggregator = model.spa3r.aggregator
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.size}x{args.size} views")
-    print(f"trainable parameters {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.1f} M, "
-          f"frozen {sum(p.numel() for p in model.parameters() if not p.requires_grad) / 1e6:.1f} M")
-    header = f"{'V':>3} {'what':<34} {'time (s)':>9} {'peak (MiB)':>11}"
-    print(header + "\n" + "-" * len(header))
-    for num_views in args.views:
-        images = torch.rand(args.batch, num_views, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
-        view_mask = sample_view_mask(args.batch, num_views, 0.5, generator=torch.Generator().manual_seed(2))
+    model = Spa3RForPretraining(config).train()
+    if case == "dense":
+        official_formulation(model)
+    rows = []
+    for num_views in views:
+        images = torch.rand(batch, num_views, 3, height, width, generator=torch.Generator().manual_seed(1))
+        view_mask = sample_view_mask(batch, num_views, 0.5, generator=torch.Generator().manual_seed(2))
 
         def encode():
             with torch.no_grad():
-                return model.spa3r(images).latents
+                return model.spa3r(images).latents.sum()
 
         def step(asymmetric: bool):
             model.zero_grad(set_to_none=True)
@@ -124,22 +180,61 @@ def main(argv=None) -> None:
             out.loss.backward()
             return out.loss.detach()
 
-        rows = [("encode (Spa3RModel)", encode), ("train step, symmetric", functools.partial(step, False))]
-        rows.append(("train step, asymmetric (ours)", functools.partial(step, True)))
-        losses = {}
-        for label, fn in rows:
-            seconds, peak, result = measure(fn, args.repeats)
-            losses[label] = result
-            print(f"{num_views:>3} {label:<34} {seconds:>9.3f} {peak:>11.0f}")
-        aggregator.forward = functools.partial(Aggregator.forward, aggregator, dense_view_mask_attention=True)
-        try:
-            seconds, peak, dense_loss = measure(functools.partial(step, True), args.repeats)
-        finally:
-            del aggregator.forward
-        print(f"{num_views:>3} {'train step, asymmetric (dense mask)':<34} {seconds:>9.3f} {peak:>11.0f}")
-        difference = (dense_loss - losses["train step, asymmetric (ours)"]).abs().item()
-        assert difference < 1e-4, f"dense and split attention disagree: loss difference {difference}"
-        print(f"{'':>3} loss difference ours vs dense mask: {difference:.2e}")
+        kinds = {"encode": encode}
+        if not encode_only:
+            kinds.update(asymmetric=functools.partial(step, True), symmetric=functools.partial(step, False))
+        for what, fn in kinds.items():
+            seconds, peak, result = measure(fn, repeats)
+            rows.append({"views": num_views, "what": what, "seconds": seconds, "mib": peak, "value": result.item()})
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="mid")
+    parser.add_argument("--views", type=int, nargs="+", default=[4, 8, 12])
+    parser.add_argument("--encode_views", type=int, nargs="*", default=[16, 24, 32])
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # a worker process: one case, JSON out
+    parser.add_argument("--encode_only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.case:
+        print(json.dumps(run_case(args.case, args.preset, args.views, args.encode_only, args.batch, args.repeats)))
+        return
+    height, width = PRESETS[args.preset][1]
+    print(f"torch {torch.__version__}, {args.threads} threads, preset {args.preset}, batch {args.batch}, {height}x{width} views")
+    model = Spa3RForPretraining(PRESETS[args.preset][0]())
+    print(f"trainable parameters {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.1f} M, "
+          f"frozen {sum(p.numel() for p in model.parameters() if not p.requires_grad) / 1e6:.1f} M")
+    del model
+    results = {}
+    jobs = [(case, views, False) for case in args.cases for views in args.views]
+    jobs += [(case, views, True) for case in args.cases for views in args.encode_views]
+    for case, num_views, encode_only in jobs:
+        command = [sys.executable, __file__, "--case", case, "--preset", args.preset, "--views", str(num_views),
+                   "--batch", str(args.batch), "--repeats", str(args.repeats), "--threads", str(args.threads)]  # fmt: skip
+        if encode_only:
+            command.append("--encode_only")
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        for row in json.loads(output.strip().splitlines()[-1]):
+            results[case, row["views"], row["what"]] = row
+    header = f"{'V':>3} {'what':<11} {'case':<10} {'time (s)':>9} {'peak (MiB)':>11} {'speed-up':>9} {'mem ratio':>10} {'loss':>10}"
+    print(header + "\n" + "-" * len(header))
+    for (case, num_views, what), row in sorted(results.items(), key=lambda item: (item[0][1], item[0][2], CASES.index(item[0][0]))):
+        baseline = results.get(("dense", num_views, what))
+        speedup = f"{baseline['seconds'] / row['seconds']:>8.2f}x" if baseline else f"{'-':>9}"
+        memory = f"{row['mib'] / baseline['mib']:>10.2f}" if baseline and baseline["mib"] > 0 else f"{'-':>10}"
+        value = f"{row['value']:>10.5f}" if what != "encode" else f"{'':>10}"
+        print(f"{num_views:>3} {what:<11} {case:<10} {row['seconds']:>9.3f} {row['mib']:>11.0f} {speedup} {memory} {value}")
+    for (case, num_views, what), row in results.items():
+        baseline = results.get(("dense", num_views, what))
+        if case == "ours" and what != "encode" and baseline:
+            difference = abs(row["value"] - baseline["value"])
+            assert difference < 1e-4, f"ours and the dense-mask formulation disagree at V={num_views} {what}: {difference}"
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def rooms(args) -> tuple[list[Path], list[Path], float]:
     start = time.perf_counter()
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     wanted = {"train": args.train_rooms, "val": args.heldout_rooms}
-    if summary is None or summary["config"] != json.loads(json.dumps(config.__dict__)) or any(
+    if summary is None or summary["seed"] != args.seed or summary["config"] != json.loads(json.dumps(config.__dict__)) or any(
         len(summary["splits"][split]) != count for split, count in wanted.items()
     ):
         summary = generate_dataset(args.data, total, seed=args.seed, config=config, workers=2,
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, help="pretraining steps (default: the preset's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random-init seeds")
     parser.add_argument("--pooling", choices=("flatten", "mean"), default="flatten")
-    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed (the room cache is per seed)")
     parser.add_argument("--data", type=Path, default=Path("runs/bench_psfm_probe/data"), help="room cache")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_psfm_probe"))
     parser.add_argument("--pretrain-args", nargs=argparse.REMAINDER, default=[], help="extra `spa3r pretrain` flags")

@@ -134,13 +134,18 @@ def read_colmap_images(path) -> dict[str, tuple[int, np.ndarray]]:
     return images
 
 
-def _iphone_scene(scene_dir: Path, poses: bool) -> ImageScene:
-    rgb_dir = scene_dir / IPHONE_RGB
-    if not rgb_dir.is_dir():
-        raise dio.DataError(rgb_dir, "missing ScanNet++ iPhone frame folder (run the toolkit's iphone.prepare_iphone_data)")
-    files = sorted(p for p in rgb_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+def _frame_files(folder: Path, what: str, toolkit_step: str) -> list[Path]:
+    """The image files of a frame folder, sorted by name; a missing or empty folder is named."""
+    if not folder.is_dir():
+        raise dio.DataError(folder, f"missing ScanNet++ {what} folder (run the toolkit's {toolkit_step})")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
-        raise dio.DataError(rgb_dir, "no frames in the ScanNet++ iPhone frame folder")
+        raise dio.DataError(folder, f"no images in the ScanNet++ {what} folder")
+    return files
+
+
+def _iphone_scene(scene_dir: Path, poses: bool) -> ImageScene:
+    files = _frame_files(scene_dir / IPHONE_RGB, "iPhone frame", "iphone.prepare_iphone_data")
     if not poses:
         return ImageScene(scene_dir, files)
     cameras = read_colmap_cameras(scene_dir / IPHONE_COLMAP / "cameras.txt")
@@ -164,12 +169,7 @@ def open_scene(scene_dir, poses: bool = False, stream: str = "dslr") -> ImageSce
         raise ValueError(f"ScanNet++ stream must be one of {STREAMS}, got {stream!r}")
     if stream == "iphone":
         return _iphone_scene(scene_dir, poses)
-    image_dir = scene_dir / IMAGE_DIR
-    if not image_dir.is_dir():
-        raise dio.DataError(image_dir, "missing ScanNet++ DSLR image folder (run the toolkit's dslr.undistort)")
-    files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise dio.DataError(image_dir, "no images in the ScanNet++ DSLR image folder")
+    files = _frame_files(scene_dir / IMAGE_DIR, "DSLR image", "dslr.undistort")
     if not poses:
         return ImageScene(scene_dir, files)
     cameras, k = _transform_cameras(scene_dir)

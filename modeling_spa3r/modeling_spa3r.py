@@ -334,13 +334,14 @@ class Spa3RModel(Spa3RPreTrainedModel):
         self.post_init()
 
     def aggregate(self, pixel_values: torch.Tensor, view_mask=None, keep_layers=None) -> list:
-        """Aggregator pass (gradients only with `config.train_backbone`) → per-layer tokens (B, V, P, A), float32
-        unless an outer autocast says otherwise. A frozen aggregator runs in `config.teacher_dtype`."""
+        """Aggregator pass (gradients only with `config.train_backbone`) → per-layer tokens (B, V, P, A) in the
+        dtype of `pixel_values` unless an outer autocast says otherwise. A frozen aggregator runs in
+        `config.teacher_dtype`."""
         frozen = not self.config.train_backbone
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen), teacher_precision(self.config, pixel_values, frozen):
             tokens = self.aggregator(pixel_values, view_mask=view_mask, keep_layers=keep_layers)
         if frozen and self.config.teacher_dtype != "float32":
-            tokens = [None if t is None else t.float() for t in tokens]
+            tokens = [None if t is None else t.to(pixel_values.dtype) for t in tokens]
         return tokens
 
     def encode(self, features: torch.Tensor, grid_hw: tuple[int, int], output_hidden_states: bool = False) -> Spa3RModelOutput:

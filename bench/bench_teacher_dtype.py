@@ -11,7 +11,6 @@ themselves in bf16 (dropping their float32 rule) would add.
 """
 
 import argparse
-import contextlib
 import copy
 import tempfile
 import time
@@ -24,7 +23,7 @@ from modeling_spa3r import Spa3RConfig, Spa3RForPretraining
 from modeling_spa3r.data.datasets import MultiViewDataset, collate_views
 from modeling_spa3r.data.synthetic import SynthConfig, generate_dataset
 from modeling_spa3r.modeling_spa3r import sample_view_mask
-from modeling_spa3r.modeling_vggt import pose_encoding_to_extrinsics_intrinsics, run_dpt_head
+from modeling_spa3r.modeling_vggt import pose_encoding_to_extrinsics_intrinsics
 
 PRESET_MODEL = Path(__file__).resolve().parents[1] / "configuration" / "models" / "spa3r-synthetic-tiny.json"
 

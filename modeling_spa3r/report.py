@@ -99,7 +99,7 @@ class ResultsReport:
                 value, (low, high) = 100 * row.scores[m], row.intervals[m]
                 collapsed = (row.top_answer_share.get(m) or 0) > self.collapse_threshold
                 axis.bar(x, value, width, color=colours[j % len(colours)], hatch="//" if collapsed else None,
-                         edgecolor="black" if collapsed else None, label=m if i == 0 else None)
+                         edgecolor="black" if collapsed else None)
                 axis.errorbar(x, value, yerr=[[value - 100 * low], [100 * high - value]], color="black", capsize=2,
                               linewidth=1)
                 axis.text(x, 100 * high + 1, f"{value:.0f}", ha="center", fontsize=7)
@@ -108,6 +108,8 @@ class ResultsReport:
                             label=label if i == 0 else None)
         axis.set_xticks(range(len(self.rows)), [_tick(row) for row in self.rows], fontsize=8,
                         rotation=20)
+        for j, m in enumerate(self.models):  # legend entries (drawn empty)
+            axis.bar(0, 0, 0, color=colours[j % len(colours)], label=m)
         axis.bar(0, 0, 0, color="white", hatch="//", edgecolor="black",
                  label=f"hatched: collapsed (one answer > {100 * self.collapse_threshold:.0f} %)")
         axis.set_ylim(0, 125)
@@ -160,11 +162,18 @@ def _bootstrap(per_type: dict[str, np.ndarray], tasks: list[str], resamples: int
 
 
 def _collapse(records: list[dict], task: str) -> tuple[float | None, str | None]:
-    answers = [str(r.get("answer", r.get("output", ""))).strip() for r in records if _task_of(r["question_type"]) == task]
+    answers = [_answer_text(r) for r in records if _task_of(r["question_type"]) == task]
     if not answers:
         return None, None
     answer, count = Counter(answers).most_common(1)[0]
     return count / len(answers), answer
+
+
+def _answer_text(record: dict) -> str:
+    """The parsed answer (the raw output when unparsed); an empty or unparsable answer reads "(no answer)"."""
+    answer = record.get("answer")
+    text = str(answer if answer is not None else record.get("output", "")).strip()
+    return text or "(no answer)"
 
 
 def build_report(

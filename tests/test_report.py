@@ -59,6 +59,14 @@ def test_caption_says_collapse_and_prior_plainly():
     assert "| overall (macro mean of 2 tasks) | 6 |" in table
 
 
+def test_empty_answers_count_as_one_collapsed_answer():
+    silent = [{**r, "answer": None, "output": "", "score": 0.0} for r in VARIED]
+    report = build_report({"silent": silent}, PRIORS, resamples=200)
+    row = report.rows[0]
+    assert row.top_answer_share["silent"] == 1.0 and row.top_answer["silent"] == "(no answer)"
+    assert "silent does NOT beat the blind prior overall" in report.caption
+
+
 def test_bootstrap_is_seeded():
     first = build_report({"geo": COLLAPSING}, PRIORS, resamples=500, seed=3)
     again = build_report({"geo": COLLAPSING}, PRIORS, resamples=500, seed=3)

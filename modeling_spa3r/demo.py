@@ -142,31 +142,23 @@ def plot_pretraining_losses(run_dir: Path, png: Path) -> dict:
 
 
 def plot_feature_fields(run_dir: Path, scene: Path, settings: DemoSettings, png: Path) -> dict:
-    """Predicted vs rendered fields of the last two of four views spread over an unseen room (one shared PCA per
-    field); the first two are the context."""
-    from .data import MultiViewDataset
+    """Predicted vs rendered fields of an unseen room: 6 views spread along its path, the 3 with most objects held
+    out (never the reference view 0), the other 3 the context. Colours: a PCA fitted on the targets only; beside
+    each cosine, the mean-field baseline's. Returns the cosines per held-out view and their baselines."""
     from .modeling_spa3r import Spa3RForPretraining
-    from .training.pretrain import PretrainingCollator
-    from .visualize import fields_figure
+    from .visualize import fields_figure, predict_fields, rendered_inputs, views_with_objects
 
     model = Spa3RForPretraining.from_pretrained(run_dir).eval()
-    sample = MultiViewDataset([scene], views=(4, 4), width=settings.width, seed=0, sampling="spread")[0]
-    sample["view_mask"] = torch.tensor([False, False, True, True])
-    collator = PretrainingCollator(model.config.vggt_config.patch_size, "rendered", "ground_truth", model.config.semantic_size)
-    batch = collator([sample])
-    with torch.inference_mode():
-        out = model(**batch)
-    patch = model.config.vggt_config.patch_size
-    grid_hw = (batch["pixel_values"].shape[-2] // patch, batch["pixel_values"].shape[-1] // patch)
-    held_out = [2, 3]
-    fields = {
-        "geometry": (out.pred_geo[0, held_out], out.target_geo[0, held_out]),  # normals ‖ depth
-        "semantics": (out.pred_sem[0, held_out], out.target_sem[0, held_out]),  # class histogram per patch
-    }
+    pixel_values, inputs = rendered_inputs(model, scene, min(6, settings.frames), settings.width)
+    held_out = views_with_objects(inputs["semantic_targets"], pixel_values.shape[1] // 2)
+    result = predict_fields(model, pixel_values, held_out, inputs)
+    fields = {"geometry": result["fields"]["geo"], "semantics": result["fields"]["sem"]}  # normals ‖ depth; class mix
     cosines = fields_figure(
-        fields, png, images=batch["pixel_values"][0, held_out], grid_hw=grid_hw,
+        fields, png, images=pixel_values[0, held_out], grid_hw=result["grid_hw"],
         view_labels=[f"held-out view {i}" for i in held_out],
-        title=f"{scene.name}: views the encoder never saw\ngeometry = normals ‖ depth\nsemantics = class mix per patch",
+        title=f"{scene.name}: views the encoder never saw (the most objects of 6 spread views)\ngeometry = normals ‖ "
+              "depth, semantics = class mix per patch; colours: PCA fitted on the target\n'mean field' = cosine of "
+              "the target's mean feature everywhere (the baseline a prediction must beat)",
     )  # fmt: skip
     return {name: [round(float(c), 3) for c in values] for name, values in cosines.items()}
 

@@ -24,7 +24,7 @@ COMMANDS = [
     for code in re.findall(r"^```bash\n(.*?)^```", SECTION, re.S | re.M)
     for block in re.split(r"\n(?=\S)", code.strip())
 ]
-DOWNLOADS = re.compile(r"^(python download-scannet\.py|huggingface-cli download|python -m dslr\.undistort) ")
+DOWNLOADS = re.compile(r"^(python download-scannet\.py|hf download|python -m dslr\.undistort) ")
 FIXTURE_SIZE = {
     "pretrain": ["--max_steps", "1", "--bf16", "false", "--image_width", "56", "--views", "2", "2",
                  "--images_per_device", "4", "--dataloader_num_workers", "0", "--save_strategy", "no",

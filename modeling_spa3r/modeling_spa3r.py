@@ -549,6 +549,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         extrinsics: torch.Tensor | None = None,
         intrinsics: torch.Tensor | None = None,
         asymmetric_masking: bool | None = None,
+        canonical_cameras: bool = False,
         return_loss: bool = True,
         output_hidden_states: bool | None = None,
         return_dict: bool = True,
@@ -564,6 +565,8 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             ground-truth poses (skip the camera head); both or neither. Re-expressed relative to the first context
             view (see the class docstring).
         asymmetric_masking: overrides `config.asymmetric_masking`.
+        canonical_cameras: the given cameras are already the decoder's (the camera head's teacher cameras, e.g.
+            from a teacher cache): used as given, not re-expressed.
         """
         vggt = self.config.vggt_config
         validate_pixel_values(pixel_values, vggt.patch_size, min_views=2)
@@ -578,7 +581,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
                     "geometry_targets": self.config.geometry_target_size or vggt.aggregated_size}  # fmt: skip
         check_targets(targets, batch, num_views, num_patches, channels)
         check_cameras(extrinsics, intrinsics, batch, num_views)
-        if extrinsics is not None:
+        if extrinsics is not None and not canonical_cameras:
             extrinsics = relative_to_first_context_view(extrinsics, view_mask)
         asymmetric = self.config.asymmetric_masking if asymmetric_masking is None else asymmetric_masking
         context_views = context_first_order(view_mask)[:, : int((~view_mask[0]).sum())]

@@ -57,8 +57,12 @@ MERGED_PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
 PLOT_FILE = "results.png"
 # Settings that change answers: a resumed run must use the same ones as the answers on disk.
-# The question set is part of the identity: the data source and a digest of the selected ids and ground truths.
-RUN_CONFIG_KEYS = ("model", "num_frames", "prompt_profile", "parser", "max_new_tokens", "data", "debiased", "questions")
+# The question set is part of the identity: the data source and a digest of the selected ids and ground truths; so
+# are the weights (a model retrained into the same folder must not inherit the old model's answers).
+RUN_CONFIG_KEYS = (
+    "model", "weights", "num_frames", "prompt_profile", "parser", "max_new_tokens", "data", "debiased", "questions"
+)  # fmt: skip
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +274,31 @@ def check_answered(answered: dict, questions: list[dict], output_dir: Path) -> N
         )
 
 
+def weights_digest(model: str | os.PathLike) -> str:
+    """Identity of the weights `model` names: sha256 over its weight files (names and contents) for a local folder;
+    the resolved commit for a Hub id (from the local cache, or the Hub when online)."""
+    import hashlib
+
+    path = Path(model)
+    if path.is_dir():
+        files = sorted({f for pattern in WEIGHT_FILE_PATTERNS for f in path.glob(pattern) if f.is_file()})
+        if not files:
+            raise ValueError(f"{path}: no weight files ({', '.join(WEIGHT_FILE_PATTERNS)}) in this model folder")
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(file.name.encode() + b"\0")
+            with open(file, "rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+        return f"{len(files)} files, sha256:{digest.hexdigest()[:16]}"
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot = Path(snapshot_download(str(model), allow_patterns=["config.json"]))
+    except Exception as error:  # offline and not cached, unknown repo, ...
+        raise ValueError(f"--model {model}: neither a local folder nor a resolvable Hub model ({error})") from error
+    return f"hub commit {snapshot.name}"
+
+
 def _check_run_config(output_dir: Path, config: dict, is_main: bool) -> None:
     path = output_dir / RUN_CONFIG_FILE
     if not path.exists() and any(output_dir.glob("predictions*.jsonl")):
@@ -473,6 +502,7 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     video_root = vsibench_data.resolve_video_root(args.data, args.video_root, questions, state.is_main_process)
     config = {
         "model": str(args.model),
+        "weights": weights_digest(args.model),
         "num_frames": args.num_frames,
         "prompt_profile": args.prompt_profile,
         "parser": args.parser,

@@ -227,6 +227,27 @@ def test_changed_settings_refuse_to_mix_answers(tmp_path, monkeypatch, tiny_qwen
         runner.run(args, model=model, processor=processor, state=PartialState())
 
 
+def test_retrained_weights_in_the_same_folder_refuse_the_old_answers(tmp_path, monkeypatch, tiny_qwen, tiny_qwen_dir, vsi_fixture_dir):
+    """A model retrained into the same folder must not be scored with the previous model's answers."""
+    import shutil
+
+    model, processor = tiny_qwen
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_qwen_dir, folder)
+    args = _args(folder, vsi_fixture_dir, tmp_path / "out", "--question-types", "route_planning")
+    _run_counting(monkeypatch, model, processor, args)
+    recorded = json.loads((tmp_path / "out" / "run_config.json").read_text())["weights"]
+    assert recorded == runner.weights_digest(folder) and recorded.startswith("1 files, sha256:")
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight: a different model under the same path
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"weights: '1 files, sha256:[0-9a-f]{16}' on disk vs '1 files, sha256:"):
+        runner.run(args, model=model, processor=processor, state=PartialState())
+    with pytest.raises(ValueError, match="no weight files"):
+        runner.weights_digest(tmp_path / "out")
+
+
 def test_cli_with_two_processes_merges_ranks(tmp_path, tiny_qwen_dir, vsi_fixture_dir, monkeypatch, tiny_qwen):
     model, processor = tiny_qwen
     single, _ = _run_counting(monkeypatch, model, processor, _args(tiny_qwen_dir, vsi_fixture_dir, tmp_path / "single"))

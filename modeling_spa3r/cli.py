@@ -23,6 +23,7 @@ COMMANDS = {
     "synth": ("modeling_spa3r.data.cli", "main", "generate synthetic rooms, SynthVSI questions and SFT files"),
     "prepare": ("modeling_spa3r.data.prepare", "main", "real data: ScanNet .sens export, ScanNet++ check, SFT annotations, VSI-Bench videos"),
     "pretrain": ("modeling_spa3r.training.pretrain", "main", "PSFM pretraining of Spa3R on HF Trainer"),
+    "cache-teachers": ("modeling_spa3r.training.teacher_cache", "main", "run the frozen teachers once per fixed view set for `pretrain --teacher_cache`"),
     "sft": ("modeling_spa3r.training.sft", "main", "Spa3-VLM supervised fine-tuning on TRL's SFTTrainer"),
     "eval": ("modeling_spa3r.eval_vsibench", "main", "VSI-Bench evaluation (resumable, per-question output)"),
     "config": ("modeling_spa3r.training.presets", "main", "list the shipped presets / accelerate configs, or print a path"),
@@ -33,10 +34,10 @@ COMMANDS = {
 LOCAL_PATH_OPTIONS = {
     "--train_file", "--eval_file", "--media_root", "--config_name", "--teachers_path", "--checkpoint",
     "--vggt-checkpoint", "--config", "--input", "--geometry-config", "--reference-json", "--video", "--images",
-    "--scene", "--video-root",
+    "--scene", "--video-root", "--teacher_cache",
 }  # fmt: skip
 #: Path options that a command creates (not checked for that command).
-CREATED_PATH_OPTIONS = {"prepare": {"--video-root"}}  # `prepare vsibench` extracts the videos there
+CREATED_PATH_OPTIONS = {"prepare": {"--video-root"}, "cache-teachers": {"--teacher_cache"}}  # the folders they write
 #: Options that take a local path or a Hub id; a missing path that cannot be a Hub id is "not found".
 PATH_OR_HUB_OPTIONS = {"--model", "--model_name_or_path", "--qwen_model_path", "--spa3r_model_path",
                        "--processor_name_or_path", "--data"}  # fmt: skip

@@ -36,6 +36,7 @@ from ..modeling_spa3r import Spa3RForPretraining, sample_view_mask
 from .checkpoints import train_resumable
 from .model_card import write_training_card
 from .presets import parse_arguments
+from .teacher_cache import SAMPLE_KEY, CachedTeacherDataset, collate_cached_targets, open_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,11 @@ class DataArguments:
     )
     cameras: Literal["teacher", "ground_truth"] = field(
         default="teacher", metadata={"help": "cameras from VGGT's camera head or from the scene folders' poses"}
+    )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={"help": "folder of `spa3r cache-teachers` (same arguments): the symmetric step reads the teachers' "
+                  "targets and cameras from it instead of running the full teacher pass"},
     )
 
 
@@ -172,6 +178,8 @@ class PretrainingCollator:
             inputs["extrinsics"], inputs["intrinsics"] = batch["extrinsics"], batch["intrinsics"]
         if self.targets == "rendered":
             inputs.update(self.rendered_targets(batch))
+        if SAMPLE_KEY in samples[0]:
+            inputs.update(collate_cached_targets(samples))
         return inputs
 
     def rendered_targets(self, batch: dict) -> dict:
@@ -359,7 +367,10 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(model_args)
     check_teachers_needed(model, model_args, data_args)
     model.config.pretraining_targets = data_args.targets  # visualize / the app build the same targets
-    train, evaluation = build_datasets(data_args, model.config.mask_ratio, training_args.data_seed or training_args.seed)
+    seed = training_args.data_seed or training_args.seed
+    train, evaluation = build_datasets(data_args, model.config.mask_ratio, seed)
+    if data_args.teacher_cache:
+        train = CachedTeacherDataset(train, open_for_training(data_args.teacher_cache, model, data_args, training_args, seed))
     collator = PretrainingCollator(
         model.config.vggt_config.patch_size, data_args.targets, data_args.cameras, model.config.semantic_size
     )

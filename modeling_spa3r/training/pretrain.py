@@ -14,6 +14,8 @@ training); every held-out room gives one sample of `eval_views` views with a fix
 the `eval_*` terms of successive evaluations (`--eval_strategy steps --eval_steps N`) are comparable.
 Logged next to `loss` and the terms: `representation_loss` (what trains the encoder/decoder) and `probe_loss` (the
 detached probes).
+Teacher cache: `--teacher_cache DIR` (written by `spa3r cache-teachers` with the same arguments) gives the symmetric
+step its teachers' targets and cameras, so only the context views are aggregated (see `teacher_cache`).
 """
 
 import logging

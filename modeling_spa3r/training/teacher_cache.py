@@ -81,7 +81,9 @@ class CacheArguments:
 def teacher_digest(model: Spa3RForPretraining) -> str:
     """SHA-256 over the frozen teachers' state-dict tensors (name, dtype, shape and bytes, in name order)."""
     digest = hashlib.sha256()
-    state = {f"{prefix}.{key}": value for prefix, module in model.teachers().items() for key, value in module.state_dict().items()}
+    state = {
+        f"{prefix}.{key}": value for prefix, module in model.teachers().items() for key, value in module.state_dict().items()
+    }
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
@@ -223,7 +225,8 @@ def read_manifest(directory: Path) -> dict | None:
     except json.JSONDecodeError as error:
         raise DataError(path, f"corrupt teacher cache manifest ({error})") from None
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise DataError(path, f"not a {FORMAT} v{VERSION} manifest (format {manifest.get('format')!r}, version {manifest.get('version')!r})")
+        found = f"format {manifest.get('format')!r}, version {manifest.get('version')!r}"
+        raise DataError(path, f"not a {FORMAT} v{VERSION} manifest ({found})")
     return manifest
 
 
@@ -234,8 +237,8 @@ def check_tied(manifest: dict, directory: Path, digest: str, settings: dict, dat
             f"teacher cache {directory} was made by other teacher weights: cache teacher_digest "
             f"{manifest['teacher_digest']}, this run's teachers {digest}"
         )
-    for what, cached, current in (("teacher setting", manifest["teacher_settings"], settings), ("data", manifest["data"], data)):
-        difference = first_difference(cached, current)
+    for what, key, current in (("teacher setting", "teacher_settings", settings), ("data", "data", data)):
+        difference = first_difference(manifest[key], current)
         if difference:
             raise ValueError(f"teacher cache {directory} was made with another {what}: {difference}")
 
@@ -325,7 +328,7 @@ class TeacherCache:
         self.directory = Path(directory)
         manifest = read_manifest(self.directory)
         if manifest is None:
-            raise DataError(self.directory / MANIFEST, "no teacher cache here (manifest missing): run spa3r cache-teachers first")
+            raise DataError(self.directory / MANIFEST, "no teacher cache here (no manifest): run spa3r cache-teachers first")
         check_tied(manifest, self.directory, teacher_digest(model), settings, data)
         if not manifest["complete"]:
             raise ValueError(
@@ -381,7 +384,11 @@ class CachedTeacherDataset(Dataset):
             raise ValueError("a teacher-cached dataset is indexed by (index, V): V must be one of the cached view counts")
         sample = self.mixture[(index, num_views)]
         entry = self.cache.entry(index, num_views)
-        found = {"scene": sample["scene"], "frames": sample["frame_indices"].tolist(), "image_size": list(sample["pixel_values"].shape[-2:])}
+        found = {
+            "scene": sample["scene"],
+            "frames": sample["frame_indices"].tolist(),
+            "image_size": list(sample["pixel_values"].shape[-2:]),
+        }
         expected = {key: entry[key] for key in found}
         if found != expected:
             raise ValueError(
@@ -436,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
         model, train, data_args.teacher_cache, teacher_settings(model, training_args), data_settings(data_args, seed),
         cache_args.cache_shard_entries, "cuda" if use_cuda else "cpu", progress=not training_args.disable_tqdm,
     )  # fmt: skip
-    logger.info("teacher cache %s: %d entries in %d shards", data_args.teacher_cache, len(manifest["entries"]), len(manifest["shards"]))
+    logger.info("teacher cache %s: %d entries, %d shards", data_args.teacher_cache, len(manifest["entries"]), len(manifest["shards"]))
     return {"entries": len(manifest["entries"]), "shards": len(manifest["shards"])}
 
 

@@ -17,7 +17,7 @@ V=8, with bf16 teachers ≥ 2.5×, symmetric with the cache ≥ 1.5× without it
 Peak memory = highest resident-set size sampled every 2 ms during the call, minus the RSS just before it.
 
 Presets: `mid` (default; aggregator 512 wide × 6 deep, Spa3R 384 wide, 128 queries, 3+3 layers, 224×294, fp32),
-`small` (aggregator 256 × 8, Spa3R 256, 64 queries, 2+2 layers, 224×224).
+`small` (aggregator 256 × 8, Spa3R 256, 64 queries, 2+2 layers, 224×224), `tiny` (checks that every case runs).
 
     python bench/bench_spa3r.py [--preset mid] [--views 4 8 12] [--encode_views 16 24 32] [--repeats 3] [--threads 2]
 """
@@ -101,7 +101,24 @@ def mid_512_config() -> Spa3RConfig:
     )
 
 
-PRESETS = {"mid": (mid_512_config, (224, 294)), "small": (mid_size_config, (224, 224))}
+def tiny_config() -> Spa3RConfig:
+    """A few-kilobyte model for checking that every case runs (tests): aggregator 32 × 2, Spa3R 32, 28×42 views."""
+    vggt = VGGTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_embed_type="conv", global_qk_norm="rmsnorm",
+        camera_head_depth=1, camera_head_num_heads=2, dpt_features=16, dpt_out_channels=[8, 16, 32, 32],
+        dpt_intermediate_layers=[0, 0, 1, 1],
+    )  # fmt: skip
+    teacher = dict(
+        model_type="dinov3_vit", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        patch_size=16, num_register_tokens=4,
+    )  # fmt: skip
+    return Spa3RConfig(
+        vggt_config=vggt.to_dict(), semantic_teacher_config=teacher, hidden_size=32, num_attention_heads=4,
+        num_queries=8, num_encoder_layers=1, num_decoder_layers=1, semantic_size=32, semantic_image_size=64,
+    )  # fmt: skip
+
+
+PRESETS = {"mid": (mid_512_config, (224, 294)), "small": (mid_size_config, (224, 224)), "tiny": (tiny_config, (28, 42))}
 CASES = ("dense", "ours", "ours_bf16", "ours_cached")
 
 
@@ -226,7 +243,8 @@ def print_targets(results: dict) -> None:
             print(f"  V={num_views:>2} {what:<10} {label:<26} {value:>6.2f}  target {wanted:<9} {'met' if met else 'NOT MET'}")
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
+    """Run every (case, V) in its own process → {(case, V, what): row} (a worker prints its rows instead)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="mid")
     parser.add_argument("--views", type=int, nargs="+", default=[4, 8, 12])
@@ -273,6 +291,7 @@ def main(argv=None) -> None:
         if case in ("ours", "ours_cached") and what != "encode" and baseline:
             difference = abs(row["value"] - baseline["value"])
             assert difference < 1e-4, f"{case} and its baseline disagree at V={num_views} {what}: {difference}"
+    return results
 
 
 if __name__ == "__main__":

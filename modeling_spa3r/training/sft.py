@@ -250,8 +250,8 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments) -> Spa
     return processor
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run SFT; returns the training metrics."""
+def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
+    """Run SFT; returns the training metrics. `callbacks`: extra `TrainerCallback`s (e.g. a caller's progress)."""
     model_args, data_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, SFTConfig), argv, "Spa3-VLM supervised fine-tuning (TRL SFTTrainer)."
     )
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=evaluation,
         processing_class=processor,
         peft_config=lora_config(model_args) if model_args.use_lora else None,
+        callbacks=callbacks,
     )
     result = train_resumable(trainer, training_args.resume_from_checkpoint)
     trainer.save_model()

@@ -36,18 +36,7 @@ class Spa3VLMConfig(Qwen2_5_VLConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.geometry_num_attention_heads is None:
-            self.geometry_num_attention_heads = self.text_config.num_attention_heads
-        hidden_size = self.text_config.hidden_size
-        if hidden_size % self.geometry_num_attention_heads:
-            raise ValueError(
-                f"text hidden_size {hidden_size} is not divisible by geometry_num_attention_heads "
-                f"{self.geometry_num_attention_heads}"
-            )
-        if hidden_size % self.geometry_adaptor_ratio:
-            raise ValueError(
-                f"text hidden_size {hidden_size} is not divisible by geometry_adaptor_ratio {self.geometry_adaptor_ratio}"
-            )
+        resolve_geometry_fields(self)
 
     @property
     def _attn_implementation(self):
@@ -111,6 +100,22 @@ class Spa3VLMConfig(Qwen2_5_VLConfig):
                 f"spa3r_num_queries={queries}"
             )
         return cls.from_qwen_config(Qwen2_5_VLConfig(**_strip_official(config_dict)), geometry_config=geometry_config)
+
+
+def resolve_geometry_fields(config) -> None:
+    """Fill `geometry_num_attention_heads` from the language model and check the fusion sizes (any Spa3-VLM config)."""
+    if config.geometry_num_attention_heads is None:
+        config.geometry_num_attention_heads = config.text_config.num_attention_heads
+    hidden_size = config.text_config.hidden_size
+    if hidden_size % config.geometry_num_attention_heads:
+        raise ValueError(
+            f"text hidden_size {hidden_size} is not divisible by geometry_num_attention_heads "
+            f"{config.geometry_num_attention_heads}"
+        )
+    if hidden_size % config.geometry_adaptor_ratio:
+        raise ValueError(
+            f"text hidden_size {hidden_size} is not divisible by geometry_adaptor_ratio {config.geometry_adaptor_ratio}"
+        )
 
 
 def _strip_official(config_dict: dict) -> dict:

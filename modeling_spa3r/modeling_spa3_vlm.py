@@ -1,5 +1,6 @@
 """
-Spa3-VLM: Qwen2.5-VL whose image embeddings are fused, per sample, with the latents of a frozen Spa3R encoder.
+Spa3-VLM: Qwen2.5-VL whose image embeddings are fused, per sample, with the latents of a frozen Spa3R encoder
+(the backbone-generic fusion lives in `fusion.py`; the Qwen3-VL variant in `modeling_spa3_vlm_qwen3.py`).
 
 Notation: S scenes (one per sample that has images; the images of a sample are the views of its scene), V views of a
 scene, N image tokens of a scene (all its images after Qwen's patch merger), C text hidden size, Q Spa3R queries,
@@ -12,10 +13,8 @@ import re
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
-from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
@@ -32,6 +31,7 @@ from transformers.utils.generic import can_return_tuple
 from transformers.utils.hub import cached_file
 
 from .configuration_spa3_vlm import Spa3VLMConfig
+from .fusion import GeometryFusionMixin, Spa3VLMGeometryFusion, scene_sizes, split_scenes
 from .modeling_spa3r import Spa3RModel
 
 logger = logging.get_logger(__name__)
@@ -100,83 +100,7 @@ class Spa3VLMImageFeaturesOutput(BaseModelOutputWithPooling):
     geometry_latents: torch.FloatTensor | None = None
 
 
-class Spa3VLMGeometryProjector(nn.Module):
-    """Spa3R latents (…, D) → language-model width (…, C): Linear → GELU → Linear."""
-
-    def __init__(self, geometry_size: int, hidden_size: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(geometry_size, hidden_size)
-        self.act = nn.GELU()
-        self.linear_2 = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(latents)))
-
-
-class Spa3VLMCrossAttention(nn.Module):
-    """Image tokens attend to their scene's projected latents: separate q/k/v projections, per-head q/k LayerNorm, SDPA."""
-
-    def __init__(self, hidden_size: int, num_heads: int, eps: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
-        self.q_proj = nn.Linear(hidden_size, hidden_size)
-        self.k_proj = nn.Linear(hidden_size, hidden_size)
-        self.v_proj = nn.Linear(hidden_size, hidden_size)
-        self.q_norm = nn.LayerNorm(self.head_dim, eps=eps)
-        self.k_norm = nn.LayerNorm(self.head_dim, eps=eps)
-        self.o_proj = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, queries: torch.Tensor, keys_values: torch.Tensor) -> torch.Tensor:
-        # queries (S, N, C), keys_values (S, Q, C) → (S, N, C)
-        num_scenes, num_tokens, hidden_size = queries.shape
-        q = self.q_norm(self.q_proj(queries).view(num_scenes, num_tokens, self.num_heads, self.head_dim))
-        k = self.k_norm(self.k_proj(keys_values).view(num_scenes, -1, self.num_heads, self.head_dim))
-        v = self.v_proj(keys_values).view(num_scenes, -1, self.num_heads, self.head_dim)
-        # (S, heads, N, d) attending over (S, heads, Q, d)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.o_proj(out.transpose(1, 2).reshape(num_scenes, num_tokens, hidden_size))
-
-
-class Spa3VLMGeometryAdaptor(nn.Module):
-    """Bottleneck C → C / ratio → C; `up_proj` starts at zero so a fresh model is exactly the base VLM."""
-
-    def __init__(self, hidden_size: int, ratio: int):
-        super().__init__()
-        self.down_proj = nn.Linear(hidden_size, hidden_size // ratio)
-        self.act = nn.GELU()
-        self.up_proj = nn.Linear(hidden_size // ratio, hidden_size)
-        self.up_proj.zero_init = True  # read by `_init_weights`
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.up_proj(self.act(self.down_proj(hidden_states)))
-
-
-class Spa3VLMGeometryFusion(nn.Module):
-    """
-    fused = image_embeds + adaptor(x) · sigmoid(gate_proj(x)),  x = norm(cross_attention(image_embeds, projector(latents))).
-    Every scene is handled on its own: image tokens only see the latents of their own sample.
-    """
-
-    def __init__(self, config: Spa3VLMConfig):
-        super().__init__()
-        hidden_size = config.text_config.hidden_size
-        self.projector = Spa3VLMGeometryProjector(config.geometry_config.hidden_size, hidden_size)
-        self.cross_attention = Spa3VLMCrossAttention(
-            hidden_size, config.geometry_num_attention_heads, config.geometry_layer_norm_eps
-        )
-        self.norm = nn.LayerNorm(hidden_size, eps=config.geometry_layer_norm_eps)
-        self.adaptor = Spa3VLMGeometryAdaptor(hidden_size, config.geometry_adaptor_ratio)
-        self.gate_proj = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, image_embeds: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        # image_embeds (S, N, C) (rows past a scene's own N are padding and stay independent), latents (S, Q, D)
-        geometry = self.projector(latents.to(image_embeds.dtype))  # (S, Q, C)
-        x = self.norm(self.cross_attention(image_embeds, geometry))  # (S, N, C)
-        return image_embeds + self.adaptor(x) * torch.sigmoid(self.gate_proj(x))
-
-
-class Spa3VLMPreTrainedModel(Qwen2_5_VLPreTrainedModel):
+class Spa3VLMPreTrainedModel(GeometryFusionMixin, Qwen2_5_VLPreTrainedModel):
     config: Spa3VLMConfig
     _no_split_modules = [
         "Qwen2_5_VLDecoderLayer",
@@ -185,48 +109,6 @@ class Spa3VLMPreTrainedModel(Qwen2_5_VLPreTrainedModel):
         "Spa3RModel",
     ]
     _keys_to_ignore_on_load_unexpected = [_TRAINING_ONLY_PATTERN]
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model.apply_geometry_freeze()  # loading re-creates parameters with requires_grad=True
-        return loaded
-
-    def apply_geometry_freeze(self) -> None:
-        """`requires_grad=False` on the Spa3R encoder when `config.freeze_geometry_encoder`."""
-        if self.config.freeze_geometry_encoder:
-            for module in self.modules():
-                if isinstance(module, Spa3RModel):
-                    module.requires_grad_(False)
-
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if getattr(module, "zero_init", False):
-            init.zeros_(module.weight)
-            init.zeros_(module.bias)
-
-
-def _scene_sizes(
-    geometry_pixel_values: torch.Tensor, geometry_scene_sizes: torch.Tensor | None
-) -> list[tuple[int, int, int]]:
-    """(V, H, W) of every scene; a 5-D (S, V, 3, H, W) input without sizes is S scenes of V views."""
-    if geometry_scene_sizes is not None:
-        if geometry_pixel_values.ndim != 4:
-            raise ValueError(
-                "with geometry_scene_sizes, geometry_pixel_values must be (num_views, 3, H, W), got shape "
-                f"{tuple(geometry_pixel_values.shape)}"
-            )
-        return [tuple(size) for size in geometry_scene_sizes.tolist()]
-    if geometry_pixel_values.ndim == 5:
-        num_scenes, num_views, _, height, width = geometry_pixel_values.shape
-        return [(num_views, height, width)] * num_scenes
-    if geometry_pixel_values.ndim == 4:
-        num_views, _, height, width = geometry_pixel_values.shape
-        return [(num_views, height, width)]
-    raise ValueError(
-        f"geometry_pixel_values must be (num_views, 3, H, W) or (S, V, 3, H, W), got {tuple(geometry_pixel_values.shape)}"
-    )
 
 
 class Spa3VLMModel(Spa3VLMPreTrainedModel, Qwen2_5_VLModel):
@@ -242,21 +124,6 @@ class Spa3VLMModel(Spa3VLMPreTrainedModel, Qwen2_5_VLModel):
         self.apply_geometry_freeze()
         self.post_init()
 
-    def encode_geometry(self, scenes: list[torch.Tensor]) -> torch.Tensor:
-        """Spa3R latents of every scene (list of (V, 3, H, W) in [0, 1]) → (S, Q, D); equal-shaped scenes run batched."""
-        groups: dict[tuple, list[int]] = {}
-        for index, scene in enumerate(scenes):
-            groups.setdefault(tuple(scene.shape), []).append(index)
-        latents = [None] * len(scenes)
-        encoder_dtype = self.geometry_encoder.dtype
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_geometry_encoder):
-            for indices in groups.values():
-                batch = torch.stack([scenes[i] for i in indices]).to(encoder_dtype)  # (B_g, V, 3, H, W)
-                group_latents = self.geometry_encoder(pixel_values=batch).latents  # (B_g, Q, D)
-                for i, scene_latents in zip(indices, group_latents):
-                    latents[i] = scene_latents
-        return torch.stack(latents)
-
     def fuse_geometry(
         self,
         image_embeds: tuple[torch.Tensor, ...],
@@ -267,42 +134,18 @@ class Spa3VLMModel(Spa3VLMPreTrainedModel, Qwen2_5_VLModel):
         image_embeds: per image (tokens_i, C), all images of the batch in order. The scenes cover consecutive images:
         scene s is the next V_s images. Returns the fused per-image embeddings and the latents (S, Q, D).
         """
-        sizes = _scene_sizes(geometry_pixel_values, geometry_scene_sizes)
-        if geometry_pixel_values.ndim == 5:
-            geometry_pixel_values = geometry_pixel_values.flatten(0, 1)
+        sizes = scene_sizes(geometry_pixel_values, geometry_scene_sizes)
         num_views = sum(size[0] for size in sizes)
-        if num_views != len(image_embeds) or num_views != geometry_pixel_values.shape[0]:
+        given = geometry_pixel_values.shape[:-3].numel()  # views in (num_views, 3, H, W) or (S, V, 3, H, W)
+        if num_views != len(image_embeds) or num_views != given:
             raise ValueError(
-                f"the geometry scenes hold {num_views} views ({geometry_pixel_values.shape[0]} given in "
+                f"the geometry scenes hold {num_views} views ({given} given in "
                 f"geometry_pixel_values) but the batch has {len(image_embeds)} images: every image must be one view"
             )
-        patch_size = self.config.geometry_config.vggt_config.patch_size
-        scenes, start = [], 0
-        for views, height, width in sizes:
-            if views < 1:
-                raise ValueError(f"a geometry scene needs at least one view, got sizes {sizes}")
-            if height % patch_size or width % patch_size:
-                raise ValueError(
-                    f"geometry view size {height}x{width} is not divisible by the patch size {patch_size}"
-                )
-            if height > geometry_pixel_values.shape[-2] or width > geometry_pixel_values.shape[-1]:
-                raise ValueError(
-                    f"geometry scene size {height}x{width} exceeds geometry_pixel_values "
-                    f"{tuple(geometry_pixel_values.shape[-2:])}"
-                )
-            scenes.append(geometry_pixel_values[start : start + views, :, :height, :width])
-            start += views
+        scenes = split_scenes(geometry_pixel_values, sizes, self.config.geometry_config.vggt_config.patch_size)
         latents = self.encode_geometry(scenes)  # (S, Q, D)
-
-        image_lengths = [embeds.shape[0] for embeds in image_embeds]
-        scene_tokens, start = [], 0
-        for views, _, _ in sizes:
-            scene_tokens.append(torch.cat(image_embeds[start : start + views]))  # (N_s, C)
-            start += views
-        padded = nn.utils.rnn.pad_sequence(scene_tokens, batch_first=True)  # (S, N_max, C)
-        fused = self.geometry_fusion(padded, latents)  # (S, N_max, C)
-        fused_images = torch.cat([fused[s, : len(tokens)] for s, tokens in enumerate(scene_tokens)])
-        return torch.split(fused_images, image_lengths), latents
+        scene_of = [scene for scene, (views, _, _) in enumerate(sizes) for _ in range(views)]
+        return self.fuse_scene_tokens(image_embeds, latents, scene_of), latents
 
     @can_return_tuple
     def get_image_features(
@@ -337,7 +180,7 @@ class Spa3VLMModel(Spa3VLMPreTrainedModel, Qwen2_5_VLModel):
         geometry_scene_sizes: torch.LongTensor | None,
     ) -> None:
         """Each sample with image tokens owns the next scene, and its token count equals that scene's images'."""
-        sizes = _scene_sizes(geometry_pixel_values, geometry_scene_sizes)
+        sizes = scene_sizes(geometry_pixel_values, geometry_scene_sizes)
         merge = self.config.vision_config.spatial_merge_size**2
         tokens_per_image = (image_grid_thw.prod(-1) // merge).tolist()
         tokens_per_sample = (input_ids == self.config.image_token_id).sum(-1).tolist()

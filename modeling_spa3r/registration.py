@@ -32,11 +32,14 @@ def register_auto_classes() -> None:
     )
 
     from .configuration_spa3_vlm import Spa3VLMConfig
+    from .configuration_spa3_vlm_qwen3 import Spa3VLMQwen3Config
     from .configuration_spa3r import Spa3RConfig, VGGTConfig
     from .modeling_spa3_vlm import Spa3VLMForConditionalGeneration, Spa3VLMModel
+    from .modeling_spa3_vlm_qwen3 import Spa3VLMQwen3ForConditionalGeneration, Spa3VLMQwen3Model
     from .modeling_spa3r import Spa3RForPretraining, Spa3RModel
     from .modeling_vggt import VGGTModel
     from .processing_spa3_vlm import Spa3VLMProcessor
+    from .processing_spa3_vlm_qwen3 import Spa3VLMQwen3Processor
 
     AutoConfig.register("vggt", VGGTConfig, exist_ok=True)
     AutoConfig.register("spa3r", Spa3RConfig, exist_ok=True)
@@ -47,14 +50,20 @@ def register_auto_classes() -> None:
     AutoModelForPreTraining.register(Spa3RConfig, Spa3RForPretraining, exist_ok=True)
     AutoModelForImageTextToText.register(Spa3VLMConfig, Spa3VLMForConditionalGeneration, exist_ok=True)
     AutoProcessor.register(Spa3VLMConfig, Spa3VLMProcessor, exist_ok=True)
+    AutoConfig.register("spa3_vlm_qwen3", Spa3VLMQwen3Config, exist_ok=True)
+    AutoModel.register(Spa3VLMQwen3Config, Spa3VLMQwen3Model, exist_ok=True)
+    AutoModelForImageTextToText.register(Spa3VLMQwen3Config, Spa3VLMQwen3ForConditionalGeneration, exist_ok=True)
+    AutoProcessor.register(Spa3VLMQwen3Config, Spa3VLMQwen3Processor, exist_ok=True)
     # saved configs get an `auto_map` (and the module files are copied) so Hub repos work with trust_remote_code=True
-    for config_class in (VGGTConfig, Spa3RConfig, Spa3VLMConfig):
+    for config_class in (VGGTConfig, Spa3RConfig, Spa3VLMConfig, Spa3VLMQwen3Config):
         config_class.register_for_auto_class()
     VGGTModel.register_for_auto_class("AutoModel")
     Spa3RModel.register_for_auto_class("AutoModel")
     Spa3RForPretraining.register_for_auto_class("AutoModelForPreTraining")
     Spa3VLMForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
     Spa3VLMProcessor.register_for_auto_class("AutoProcessor")
+    Spa3VLMQwen3ForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+    Spa3VLMQwen3Processor.register_for_auto_class("AutoProcessor")
 
 
 class _RegistrationTrigger(MetaPathFinder):

@@ -127,3 +127,59 @@ def small_qwen_config(
         vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=tie_word_embeddings,
     )
+
+
+def small_qwen3_config(
+    tokenizer,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    vision_hidden_size: int = 16,
+    vision_depth: int = 2,
+    deepstack_visual_indexes: tuple[int, ...] = (0,),
+    num_position_embeddings: int = 64,
+    tie_word_embeddings: bool = False,
+):
+    """A small `Qwen3VLConfig` matching `tokenizer` (patch 16, merge 2, interleaved M-RoPE, DeepStack layers)."""
+    from transformers import Qwen3VLConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    head_dim = hidden_size // num_heads
+    rotary_pairs = head_dim // 2
+    mrope = [rotary_pairs - 2 * (rotary_pairs // 3), rotary_pairs // 3, rotary_pairs // 3]
+    return Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": num_heads,
+            "num_key_value_heads": max(1, num_heads // 2),
+            "head_dim": head_dim,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": mrope,
+                "mrope_interleaved": True,
+            },
+            "pad_token_id": ids("<|endoftext|>"),
+        },
+        vision_config={
+            "depth": vision_depth,
+            "hidden_size": vision_hidden_size,
+            "intermediate_size": 2 * vision_hidden_size,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": hidden_size,
+            "num_position_embeddings": num_position_embeddings,
+            "deepstack_visual_indexes": list(deepstack_visual_indexes),
+        },
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=tie_word_embeddings,
+    )

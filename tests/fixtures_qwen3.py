@@ -88,3 +88,29 @@ def save_tiny_spa3_vlm_qwen3(directory: Path) -> Path:
     build_tiny_spa3_vlm_qwen3(processor.tokenizer).save_pretrained(directory)
     processor.save_pretrained(directory)
     return Path(directory)
+
+
+def save_tiny_qwen3_base(directory: Path) -> Path:
+    """A stock tiny Qwen3-VL folder (model + `Qwen3VLProcessor` with TRL's Qwen3-VL chat template), as a Hub
+    Qwen3-VL checkpoint is laid out: the starting point of `from_qwen_and_spa3r` / `sft.py --qwen_model_path`."""
+    import trl
+    from transformers import Qwen3VLProcessor
+
+    spa3_processor = build_spa3_vlm_qwen3_processor()
+    processor = Qwen3VLProcessor(
+        image_processor=spa3_processor.image_processor,
+        tokenizer=spa3_processor.tokenizer,
+        video_processor=spa3_processor.video_processor,
+        chat_template=(Path(trl.__file__).parent / "chat_templates" / "qwen3_vl.jinja").read_text(),
+    )
+    build_tiny_qwen3(processor.tokenizer).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return Path(directory)
+
+
+def save_tiny_spa3r(directory: Path, seed: int = 0) -> Path:
+    from modeling_spa3r.modeling_spa3r import Spa3RModel
+
+    torch.manual_seed(seed)
+    Spa3RModel(tiny_vlm_spa3r_config()).save_pretrained(directory)
+    return Path(directory)

@@ -9,6 +9,7 @@ Data: VSI-590K-style conversation files (JSON list or JSONL; records with `video
 `image(s)` relative to `media_root`, and `conversations` of `{"from": "human"|"gpt", "value": ...}` turns with
 `<video>` / `<image>` placeholders). Videos become frames (about `fps` per second, `min_frames`..`max_frames`);
 every frame is an image for Qwen and a view of the sample's scene for Spa3R. Loss on assistant tokens only.
+The backbone (Qwen2.5-VL or Qwen3-VL) is read from the checkpoint's config; both take the same arguments.
 
 Resume: `--resume_from_checkpoint last` (the newest complete checkpoint; interrupted saves are set aside) or a
 checkpoint folder; the resumed run reproduces the uninterrupted one (weights, losses, token counts), and a run
@@ -30,7 +31,9 @@ from transformers.trainer import _is_peft_model
 from trl import SFTConfig, SFTTrainer
 
 from ..modeling_spa3_vlm import Spa3VLMForConditionalGeneration
+from ..modeling_spa3_vlm_qwen3 import Spa3VLMQwen3ForConditionalGeneration
 from ..processing_spa3_vlm import Spa3VLMProcessor, load_video_frames
+from ..processing_spa3_vlm_qwen3 import Spa3VLMQwen3Processor
 from .checkpoints import load_checkpoint_weights, train_resumable
 from .model_card import write_training_card
 from .presets import parse_arguments
@@ -39,14 +42,16 @@ logger = logging.getLogger(__name__)
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 PLACEHOLDER = re.compile(r"<video>|<image>")
-#: Qwen2.5-VL merges 2×2 patches of 14 pixels into one visual token.
-PIXELS_PER_VISUAL_TOKEN = 28 * 28
+#: Qwen3-VL backbones (base `qwen3_vl` or Spa3-VLM `spa3_vlm_qwen3` folders); anything else is Qwen2.5-VL.
+QWEN3_MODEL_TYPES = ("qwen3_vl", "spa3_vlm_qwen3")
 
 
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Spa3-VLM checkpoint (ours or official)"})
-    qwen_model_path: str | None = field(default=None, metadata={"help": "base Qwen2.5-VL directory (with spa3r)"})
+    qwen_model_path: str | None = field(
+        default=None, metadata={"help": "base Qwen2.5-VL or Qwen3-VL directory (with spa3r)"}
+    )
     spa3r_model_path: str | None = field(default=None, metadata={"help": "Spa3R directory (with qwen_model_path)"})
     processor_name_or_path: str | None = field(default=None, metadata={"help": "default: the model / Qwen path"})
     train_llm: bool = field(default=True, metadata={"help": "train the language model (and lm_head)"})
@@ -189,13 +194,25 @@ class ResumableSFTTrainer(SFTTrainer):
         self._total_train_tokens = int(tokens[-1]) if tokens else 0
 
 
-def build_model(args: ModelArguments) -> Spa3VLMForConditionalGeneration:
+def is_qwen3(path: str) -> bool:
+    """Whether the checkpoint at `path` has a Qwen3-VL backbone (its config.json's model_type)."""
+    from transformers import PreTrainedConfig
+
+    return PreTrainedConfig.get_config_dict(path)[0].get("model_type") in QWEN3_MODEL_TYPES
+
+
+def _model_class(path: str):
+    return Spa3VLMQwen3ForConditionalGeneration if is_qwen3(path) else Spa3VLMForConditionalGeneration
+
+
+def build_model(args: ModelArguments) -> Spa3VLMForConditionalGeneration | Spa3VLMQwen3ForConditionalGeneration:
+    """Spa3-VLM on Qwen2.5-VL or Qwen3-VL, chosen by the checkpoint's config."""
     if args.model_name_or_path and (args.qwen_model_path or args.spa3r_model_path):
         raise ValueError("pass either --model_name_or_path or --qwen_model_path with --spa3r_model_path, not both")
     if args.model_name_or_path:
-        return Spa3VLMForConditionalGeneration.from_pretrained(args.model_name_or_path)
+        return _model_class(args.model_name_or_path).from_pretrained(args.model_name_or_path)
     if args.qwen_model_path and args.spa3r_model_path:
-        return Spa3VLMForConditionalGeneration.from_qwen_and_spa3r(args.qwen_model_path, args.spa3r_model_path)
+        return _model_class(args.qwen_model_path).from_qwen_and_spa3r(args.qwen_model_path, args.spa3r_model_path)
     raise ValueError("no model: pass --model_name_or_path, or --qwen_model_path and --spa3r_model_path")
 
 
@@ -206,7 +223,7 @@ def set_trainable(model: Spa3VLMForConditionalGeneration, args: ModelArguments) 
         "llm": ([core.language_model, model.lm_head], args.train_llm and not args.use_lora),
         "adapter": ([core.geometry_fusion], args.train_adapter),
         "vision_tower": ([core.visual], args.train_vision_tower),
-        "merger": ([core.visual.merger], args.train_merger),
+        "merger": ([core.visual.merger, *getattr(core.visual, "deepstack_merger_list", [])], args.train_merger),
         "geometry_encoder": ([core.geometry_encoder], args.train_geometry_encoder),
     }
     for modules, trainable in parts.values():
@@ -238,10 +255,13 @@ def lora_config(args: ModelArguments):
     )
 
 
-def build_processor(model_args: ModelArguments, data_args: DataArguments) -> Spa3VLMProcessor:
+def build_processor(model_args: ModelArguments, data_args: DataArguments) -> Spa3VLMProcessor | Spa3VLMQwen3Processor:
     path = model_args.processor_name_or_path or model_args.model_name_or_path or model_args.qwen_model_path
-    processor = Spa3VLMProcessor.from_pretrained(path)
-    max_pixels = data_args.max_visual_tokens_per_frame * PIXELS_PER_VISUAL_TOKEN
+    qwen3 = is_qwen3(model_args.model_name_or_path or model_args.qwen_model_path)
+    processor = (Spa3VLMQwen3Processor if qwen3 else Spa3VLMProcessor).from_pretrained(path)
+    # one visual token = merge × merge patches (28 × 28 pixels for Qwen2.5-VL, 32 × 32 for Qwen3-VL)
+    pixels_per_token = (processor.image_processor.patch_size * processor.image_processor.merge_size) ** 2
+    max_pixels = data_args.max_visual_tokens_per_frame * pixels_per_token
     size = processor.image_processor.size  # Qwen's pixel budget per image: size.longest_edge (in pixels)
     if size.shortest_edge is not None and size.shortest_edge > max_pixels:
         raise ValueError(f"max_visual_tokens_per_frame gives {max_pixels} pixels, below the processor's minimum {size.shortest_edge}")

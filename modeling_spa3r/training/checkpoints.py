@@ -43,6 +43,16 @@ class CheckpointCompletion(TrainerCallback):
         return control
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write under a temporary name, fsync, then rename: a kill leaves the old file or none, never a partial one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
 def write_completion(folder: Path) -> None:
     """Write `checkpoint_complete.json` atomically (temporary name, then rename)."""
     files = {
@@ -50,9 +60,7 @@ def write_completion(folder: Path) -> None:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != COMPLETION_FILE
     }
-    temporary = folder / f".{COMPLETION_FILE}.tmp"
-    temporary.write_text(json.dumps({"files": files}, indent=1))
-    os.replace(temporary, folder / COMPLETION_FILE)
+    write_atomically(folder / COMPLETION_FILE, json.dumps({"files": files}, indent=1).encode())
 
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:

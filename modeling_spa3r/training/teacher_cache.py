@@ -38,7 +38,6 @@ mixture's arguments, and the scene and frame indices of every entry, checked aga
 import hashlib
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from tqdm.auto import tqdm
 from ..modeling_spa3r import Spa3RForPretraining
 from ..modeling_vggt import run_camera_head
 from ..validation import DataError
+from .checkpoints import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -184,16 +184,6 @@ def _autocast(device: torch.device, precision: str):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write under a temporary name, fsync, then rename: a kill leaves the old file or none, never a partial one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def shard_name(number: int) -> str:
     return f"shard-{number:05d}.safetensors"
 
@@ -287,7 +277,7 @@ def write_cache(model, dataset, directory, settings: dict, data: dict, shard_ent
             finished[name] = record
     manifest["shards"] = finished
     manifest["entries"] = [entry for entry in manifest["entries"] if entry["shard"] in finished]
-    _write_atomically(directory / MANIFEST, json.dumps(manifest).encode())
+    write_atomically(directory / MANIFEST, json.dumps(manifest).encode())
     done = sum(len(entries) for number, entries in enumerate(shards) if shard_name(number) in finished)
     bar = tqdm(total=len(plan), initial=done, desc="teacher cache", unit="sample", disable=not progress)
     for number, entries in enumerate(shards):
@@ -307,11 +297,11 @@ def write_cache(model, dataset, directory, settings: dict, data: dict, shard_ent
                             "shard": name})  # fmt: skip
             bar.update(1)
         data_bytes = save(tensors, metadata={"teacher_digest": digest})  # one key: the header bytes stay reproducible
-        _write_atomically(directory / name, data_bytes)
+        write_atomically(directory / name, data_bytes)
         manifest["shards"][name] = {"bytes": len(data_bytes), "entries": len(records)}
         manifest["entries"].extend(records)
         manifest["complete"] = len(manifest["shards"]) == len(shards)
-        _write_atomically(directory / MANIFEST, json.dumps(manifest).encode())
+        write_atomically(directory / MANIFEST, json.dumps(manifest).encode())
     bar.close()
     return manifest
 

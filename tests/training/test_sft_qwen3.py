@@ -69,3 +69,17 @@ def test_sft_ddp_two_processes(training_synth_root, base_dirs, tmp_path):
     from modeling_spa3r.modeling_spa3_vlm_qwen3 import Spa3VLMQwen3ForConditionalGeneration
 
     Spa3VLMQwen3ForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_qwen3_preset_is_the_sft_recipe():
+    from trl import SFTConfig
+
+    from modeling_spa3r.training.presets import parse_arguments
+    from modeling_spa3r.training.sft import DataArguments, ModelArguments
+
+    argv = ["--preset", "spa3-vlm-qwen3-sft", "--qwen_model_path", "Qwen/Qwen3-VL-4B-Instruct", "--spa3r_model_path",
+            "runs/spa3r-base", "--use_cpu", "true", "--bf16", "false"]  # fmt: skip (bf16 off: this machine has no GPU)
+    model, data, training = parse_arguments((ModelArguments, DataArguments, SFTConfig), argv, "sft")
+    assert (model.train_llm, model.train_adapter, model.train_vision_tower, model.train_merger) == (True, True, False, False)
+    assert (data.fps, data.min_frames, data.max_frames, data.max_visual_tokens_per_frame) == (0.5, 4, 8, 576)
+    assert (training.learning_rate, training.gradient_accumulation_steps, training.assistant_only_loss) == (1e-5, 8, True)

@@ -19,6 +19,10 @@ _EXPORTS = {
     "Spa3VLMForConditionalGeneration": "modeling_spa3_vlm",
     "Spa3VLMModel": "modeling_spa3_vlm",
     "Spa3VLMProcessor": "processing_spa3_vlm",
+    "Spa3VLMQwen3Config": "configuration_spa3_vlm_qwen3",
+    "Spa3VLMQwen3ForConditionalGeneration": "modeling_spa3_vlm_qwen3",
+    "Spa3VLMQwen3Model": "modeling_spa3_vlm_qwen3",
+    "Spa3VLMQwen3Processor": "processing_spa3_vlm_qwen3",
 }
 
 __all__ = sorted(_EXPORTS) + ["register_auto_classes"]

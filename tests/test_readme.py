@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from .fixtures_apps import smooth_picture
+from .fixtures_qwen3 import save_tiny_qwen3_base
 from .fixtures_vlm import write_video
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -35,6 +36,7 @@ def workdir(tmp_path_factory, spa3r_pretraining_dir, spa3_vlm_dir):
         "path/to/spa3r-hf": spa3r_pretraining_dir,  # AutoModel loads the Spa3RModel inside a pretraining checkpoint
         "path/to/spa3r-pretraining": spa3r_pretraining_dir,
         "path/to/spa3-vlm-hf": spa3_vlm_dir,
+        "path/to/qwen3-vl": save_tiny_qwen3_base(folder / "qwen3-vl"),  # a stock tiny Qwen3-VL folder
     }
     return folder, paths
 

@@ -285,3 +285,30 @@ def test_clear_errors(processor, model, video_path):
             model(**fewer)
         with pytest.raises(ValueError, match="without images or videos"):
             model(input_ids=batch["input_ids"], geometry_pixel_values=batch["geometry_pixel_values"])
+
+
+def test_pipeline_and_geometry_ablation(saved_dir, processor, model):
+    from transformers import pipeline
+
+    frames = [random_picture(seed) for seed in range(3)]
+    question = "How many chairs are in this room?"
+    pipe = pipeline("image-text-to-text", model=str(saved_dir))
+    answer = pipe(images=frames, text=question, max_new_tokens=5, return_full_text=False)[0]["generated_text"]
+    inputs = processor(images=frames, text=question, return_tensors="pt")  # a bare question: images go first
+    assert inputs["geometry_image_scenes"].tolist() == [0, 0, 0]
+    with torch.no_grad():
+        tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert answer == processor.decode(tokens[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    # use_geometry=False: the same Qwen3-VL inputs without geometry, so the model runs as its base Qwen3-VL
+    processor.use_geometry = False
+    try:
+        plain = processor(images=frames, text=question, return_tensors="pt")
+    finally:
+        processor.use_geometry = True
+    assert not [key for key in plain if key.startswith("geometry_")]
+    assert torch.equal(plain["input_ids"], inputs["input_ids"]) and torch.equal(plain["pixel_values"], inputs["pixel_values"])
+    base = build_tiny_qwen3(processor.tokenizer)
+    base.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        assert torch.equal(model(**plain).logits, base(**plain).logits)
+        assert not torch.equal(model(**inputs).logits, base(**plain).logits)

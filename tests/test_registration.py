@@ -13,7 +13,10 @@ from transformers import AutoModelForPreTraining
 import modeling_spa3r.configuration_spa3r as c
 import modeling_spa3r.modeling_spa3r as m
 from modeling_spa3r.configuration_spa3_vlm import Spa3VLMConfig
-assert all(t in CONFIG_MAPPING for t in ("vggt", "spa3r", "spa3_vlm"))
+from modeling_spa3r.configuration_spa3_vlm_qwen3 import Spa3VLMQwen3Config
+assert all(t in CONFIG_MAPPING for t in ("vggt", "spa3r", "spa3_vlm", "spa3_vlm_qwen3"))
+assert PROCESSOR_MAPPING[Spa3VLMQwen3Config].__name__ == "Spa3VLMQwen3Processor"
+assert MODEL_MAPPING[Spa3VLMQwen3Config].__name__ == "Spa3VLMQwen3Model"
 assert MODEL_MAPPING[c.Spa3RConfig] is m.Spa3RModel
 assert AutoModelForPreTraining._model_mapping[c.Spa3RConfig] is m.Spa3RForPretraining
 assert PROCESSOR_MAPPING[Spa3VLMConfig].__name__ == "Spa3VLMProcessor"

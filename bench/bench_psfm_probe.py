@@ -21,12 +21,13 @@ Measured (shared 2-core machine, OMP_NUM_THREADS=1, 120/40 rooms, 4 views, flatt
 frame 0.110 (0/6 properties won); spa3r-synthetic-room 0.034 (seed 0) and 0.067 (seed 1), 0/6. Variants tried at
 400 steps: loss on target views only -0.066, all views 0.126, all views 1200 steps 0.027 (the latent becomes
 room-specific: held-out loss with its own latent 0.400 vs another room's 0.423), mask ratio 0.25 0.076. Later, at
-400 steps: 4 queries instead of 16 -0.009 (random init of that shape 0.192 ± 0.068); decoder 1 layer instead of 2
-not finished; targets + 2x2 sub-patch RGB per patch (appearance the cameras cannot explain) 0.052; frozen random
+400 steps: 4 queries instead of 16 -0.009 (random init of that shape 0.192 ± 0.068);
+targets + 2x2 sub-patch RGB per patch (appearance the cameras cannot explain) 0.052; frozen random
 aggregator (train_backbone false: only encoder/decoder learn, from the same init as random seed 0) 0.045. The target
-is not met, and not because of the backbone or the target's information content: in every variant the trained
-encoder makes the latent nearly room-invariant (across-room std 0.07 vs 1.03 within a latent; decoding a room with
-another room's latent raises its held-out loss by <1 %), and the decoder predicts a camera-conditioned average room.
+is not met, and neither a trained backbone nor the targets' information content explains it: the trained encoder
+makes the latent nearly room-invariant (across-room std 0.07 and, with the frozen aggregator, 0.14, vs 1.03 within a
+latent; decoding a held-out room with another room's latent changes its loss by <1 %: 0.400 vs 0.423, frozen 0.420
+vs 0.417), and the decoder predicts a camera-conditioned average room (see the demo's feature_fields.png).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ class Spa3VLMConfig(Qwen2_5_VLConfig):
 
     model_type = "spa3_vlm"
     sub_configs_defaults = {**Qwen2_5_VLConfig.sub_configs_defaults, "geometry_config": Spa3RConfig}
+    base_config_class = Qwen2_5_VLConfig  # the backbone's own config: `from_qwen_and_spa3r` reads base checkpoints with it
 
     geometry_config: dict | PreTrainedConfig | None = None
     geometry_num_attention_heads: int | None = None

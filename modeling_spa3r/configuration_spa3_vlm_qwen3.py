@@ -22,6 +22,7 @@ class Spa3VLMQwen3Config(Qwen3VLConfig):
 
     model_type = "spa3_vlm_qwen3"
     sub_configs_defaults = {**Qwen3VLConfig.sub_configs_defaults, "geometry_config": Spa3RConfig}
+    base_config_class = Qwen3VLConfig  # the backbone's own config: `from_qwen_and_spa3r` reads base checkpoints with it
 
     geometry_config: dict | PreTrainedConfig | None = None
     geometry_num_attention_heads: int | None = None

@@ -11,12 +11,18 @@ Notation: S scenes, V views of a scene, N visual tokens of a scene, C text hidde
 width, heads = `config.geometry_num_attention_heads`, d = C / heads.
 """
 
+import contextlib
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
 from .modeling_spa3r import Spa3RModel
+
+logger = logging.getLogger(__name__)
+GEOMETRY_PREFIXES = ("model.geometry_encoder.", "model.geometry_fusion.")
 
 
 class Spa3VLMGeometryProjector(nn.Module):
@@ -161,6 +167,35 @@ class GeometryFusionMixin:
         model.apply_geometry_freeze()  # loading re-creates parameters with requires_grad=True
         return loaded
 
+    @classmethod
+    def from_qwen_and_spa3r(cls, qwen_path, spa3r_path, geometry_overrides: dict | None = None, **kwargs):
+        r"""
+        Start SFT from a base VLM checkpoint (the backbone `cls.config_class.base_config_class` reads) and a Spa3R
+        checkpoint (a `Spa3RModel` or `Spa3RForPretraining` directory): the backbone's and Spa3R's weights are
+        loaded, the fusion is freshly initialised (its adaptor output is zero, so the new model gives exactly the
+        base model's outputs). `geometry_overrides` are extra config fields. Instead of transformers' load report
+        (which would list every Spa3R and fusion key as missing from the base checkpoint), one line says what was
+        loaded, and any other missing, unexpected or mismatched key is a warning.
+        """
+        with _quiet_load_reports():
+            spa3r = Spa3RModel.from_pretrained(spa3r_path)
+            base_config = cls.config_class.base_config_class.from_pretrained(qwen_path)
+            config = cls.config_class.from_qwen_config(base_config, geometry_config=spa3r.config, **(geometry_overrides or {}))
+            wants_info = kwargs.pop("output_loading_info", False)
+            model, info = cls.from_pretrained(qwen_path, config=config, output_loading_info=True, **kwargs)
+        model.model.geometry_encoder.load_state_dict(spa3r.state_dict(), strict=True)
+        model.model.geometry_encoder.to(model.dtype)
+        unexpected_missing = sorted(k for k in info["missing_keys"] if not k.startswith(GEOMETRY_PREFIXES))
+        for kind, keys in (("missing", unexpected_missing), ("unexpected", sorted(info["unexpected_keys"])),
+                           ("mismatched", sorted(str(k) for k in info["mismatched_keys"]))):  # fmt: skip
+            if keys:
+                logger.warning(f"{qwen_path}: {len(keys)} {kind} keys for {cls.__name__}: {keys}")
+        logger.info(
+            f"{cls.__name__}: backbone from {qwen_path}, Spa3R encoder from {spa3r_path} "
+            f"({len(spa3r.state_dict())} tensors), geometry fusion freshly initialised (adaptor output zero)"
+        )
+        return (model, info) if wants_info else model
+
     def apply_geometry_freeze(self) -> None:
         """`requires_grad=False` on the Spa3R encoder when `config.freeze_geometry_encoder`."""
         if self.config.freeze_geometry_encoder:
@@ -222,3 +257,15 @@ __all__ = [
     "scene_sizes",
     "split_scenes",
 ]
+
+
+@contextlib.contextmanager
+def _quiet_load_reports():
+    """transformers' load reports off: `from_qwen_and_spa3r` reports the keys it expects to miss itself."""
+    reporter = logging.getLogger("transformers.modeling_utils")
+    level = reporter.level
+    reporter.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        reporter.setLevel(level)

@@ -376,24 +376,6 @@ class Spa3VLMForConditionalGeneration(Spa3VLMPreTrainedModel, Qwen2_5_VLForCondi
         return (model, info) if wants_info else model
 
 
-    @classmethod
-    def from_qwen_and_spa3r(cls, qwen_path, spa3r_path, geometry_overrides: dict | None = None, **kwargs):
-        r"""
-        Start SFT from a base Qwen2.5-VL checkpoint and a Spa3R checkpoint (a `Spa3RModel` directory): Qwen's weights
-        and Spa3R's are loaded, the fusion is freshly initialised (its adaptor output is zero, so the new model
-        gives exactly the base Qwen2.5-VL outputs). `geometry_overrides` are extra `Spa3VLMConfig` fields.
-        """
-        from transformers import Qwen2_5_VLConfig
-
-        spa3r = Spa3RModel.from_pretrained(spa3r_path)
-        qwen_config = Qwen2_5_VLConfig.from_pretrained(qwen_path)
-        config = Spa3VLMConfig.from_qwen_config(qwen_config, geometry_config=spa3r.config, **(geometry_overrides or {}))
-        model = super().from_pretrained(qwen_path, config=config, **kwargs)
-        model.model.geometry_encoder.load_state_dict(spa3r.state_dict(), strict=True)
-        model.model.geometry_encoder.to(model.dtype)
-        return model
-
-
 def _is_training_only(key: str) -> bool:
     return re.match(r"^" + _TRAINING_ONLY_PATTERN, key) is not None
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLModel
+from transformers import Qwen3VLForConditionalGeneration, Qwen3VLModel
 from transformers.cache_utils import Cache
 from transformers.modeling_utils import PreTrainedModel
 from transformers.models.qwen3_vl.modeling_qwen3_vl import (
@@ -299,25 +299,6 @@ class Spa3VLMQwen3ForConditionalGeneration(Spa3VLMQwen3PreTrainedModel, Qwen3VLF
             geometry_video_scenes=geometry_video_scenes,
             **kwargs,
         )
-
-    @classmethod
-    def from_qwen_and_spa3r(cls, qwen_path, spa3r_path, geometry_overrides: dict | None = None, **kwargs):
-        r"""
-        Start SFT from a base Qwen3-VL checkpoint and a Spa3R checkpoint (a `Spa3RModel` directory): Qwen3-VL's and
-        Spa3R's weights are loaded, the fusion is freshly initialised (its adaptor output is zero, so the new model
-        gives exactly the base Qwen3-VL outputs). `geometry_overrides` are extra `Spa3VLMQwen3Config` fields. The
-        load report lists the geometry keys as missing from the Qwen3-VL checkpoint: Spa3R's are filled right after.
-        """
-        spa3r = Spa3RModel.from_pretrained(spa3r_path)
-        qwen_config = Qwen3VLConfig.from_pretrained(qwen_path)
-        config = Spa3VLMQwen3Config.from_qwen_config(
-            qwen_config, geometry_config=spa3r.config, **(geometry_overrides or {})
-        )
-        loaded = super().from_pretrained(qwen_path, config=config, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model.model.geometry_encoder.load_state_dict(spa3r.state_dict(), strict=True)
-        model.model.geometry_encoder.to(model.dtype)
-        return loaded
 
 
 __all__ = [

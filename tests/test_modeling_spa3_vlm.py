@@ -1,6 +1,7 @@
 """Spa3-VLM model: per-sample fusion, training and generation through the Auto classes, loading paths, errors."""
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers.utils import logging as transformers_logging
 
 import modeling_spa3r  # noqa: F401  (registers the Auto classes)
 from modeling_spa3r.configuration_spa3_vlm import Spa3VLMConfig
@@ -208,14 +210,25 @@ def test_official_checkpoint_loading_reports_keys():
         Spa3VLMConfig.from_official_dict(meta["config_json"])
 
 
-def test_start_sft_from_base_qwen_and_spa3r(spa3_vlm_processor, tmp_path, video_path):
+def test_start_sft_from_base_qwen_and_spa3r(spa3_vlm_processor, tmp_path, video_path, caplog, capfd):
     reference = build_tiny_spa3_vlm(spa3_vlm_processor.tokenizer, randomize_adaptor=False)
     qwen_config = Qwen2_5_VLConfig(**{k: v for k, v in reference.config.to_dict().items() if k in ("text_config", "vision_config", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")})
     qwen = Qwen2_5_VLForConditionalGeneration(qwen_config).eval()
     qwen.save_pretrained(tmp_path / "qwen")
     spa3r = Spa3RModel(tiny_vlm_spa3r_config())
     spa3r.save_pretrained(tmp_path / "spa3r")
-    model = Spa3VLMForConditionalGeneration.from_qwen_and_spa3r(tmp_path / "qwen", tmp_path / "spa3r").eval()
+    transformers_logging.set_verbosity_info()  # the report a user would see, at the most talkative level
+    try:
+        with caplog.at_level(logging.INFO, logger="modeling_spa3r.fusion"):
+            model = Spa3VLMForConditionalGeneration.from_qwen_and_spa3r(tmp_path / "qwen", tmp_path / "spa3r").eval()
+    finally:
+        transformers_logging.set_verbosity_warning()
+    # no load report listing the Spa3R/fusion keys as MISSING (they are filled from the Spa3R checkpoint): one line
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Spa3VLMForConditionalGeneration: backbone from {tmp_path / 'qwen'}, Spa3R encoder from {tmp_path / 'spa3r'} "
+        f"({len(spa3r.state_dict())} tensors), geometry fusion freshly initialised (adaptor output zero)"
+    ]
     for key, value in spa3r.state_dict().items():
         assert torch.equal(model.model.geometry_encoder.state_dict()[key], value), key
     batch = _batch(spa3_vlm_processor, _conversations(video_path))

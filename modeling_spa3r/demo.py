@@ -309,13 +309,28 @@ def sft_steps(data: Path, settings: DemoSettings) -> int:
     return math.ceil(math.ceil(records / SFT_BATCH_SIZE) * settings.sft_epochs)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside, the caller's thread count restored after. These models are tiny: a second
+    OpenMP thread buys ~10 % on a quiet machine and costs up to 10x on a busy one; stage 4 runs the two variants
+    side by side, one core each."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(out: Path, settings: DemoSettings, seed: int = 0) -> dict:
+    with one_thread():
+        return _run(out, settings, seed)
+
+
+def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     from .report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
-    # One thread per process: these models are tiny, so a second OpenMP thread buys ~10 % on a quiet machine and
-    # costs up to 10x on a busy one; stage 4 runs the two variants side by side, one core each.
-    torch.set_num_threads(1)
     watch = Stopwatch()
     data = out / "data"
     with watch.stage("1/5 synthetic rooms and SynthVSI"):

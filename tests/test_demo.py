@@ -11,8 +11,12 @@ from modeling_spa3r.demo import VARIANTS, DemoSettings, run
 
 def test_demo_end_to_end(tmp_path, capsys):
     """A very small demo run: every stage runs and writes its artefacts; both VLMs are scored on the same questions."""
+    import torch
+
     settings = DemoSettings(scenes=8, frames=12, pretrain_steps=4, sft_epochs=0.25, vocab_size=300)
+    threads = torch.get_num_threads()
     report = run(tmp_path, settings)
+    assert torch.get_num_threads() == threads  # the demo's one-thread setting does not leak to the caller
     for name in ("loss_curves.png", "feature_fields.png", "results.md", "results.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["scenes"] == 8

@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import torch
+
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_spa3r.py"
 
 
@@ -11,8 +13,12 @@ def test_bench_spa3r_tiny_runs_every_case(capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     cases = ["dense", "ours", "ours_cached"]  # one process each (ours_bf16 is `ours` with another config value)
-    results = bench.main(["--preset", "tiny", "--views", "4", "--encode_views", "--cases", *cases, "--repeats", "1",
-                          "--threads", "1"])  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        results = bench.main(["--preset", "tiny", "--views", "4", "--encode_views", "--cases", *cases, "--repeats", "1",
+                              "--threads", "1"])  # fmt: skip
+    finally:  # main sets this process's thread count; later tests compare bit-exactly with fresh processes
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     expected = {(case, 4, what) for case in ("dense", "ours") for what in ("encode", "asymmetric", "symmetric")}
     assert set(results) == expected | {("ours_cached", 4, "symmetric")}

@@ -235,9 +235,8 @@ def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_d
         def on_step_end(self, args, state, control, **kwargs):
             queue.put((name, 1))
 
-    torch.set_num_threads(1)
     slug = VARIANTS[name][0]
-    with open(out / f"sft-{slug}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with one_thread(), open(out / f"sft-{slug}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         tuned = fine_tune(init_dir, data, out / f"sft-{slug}", settings, seed, callbacks=[ReportSteps()])
         result = evaluate(tuned, data, eval_dir, settings)
     queue.put((name, "done"))

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import IntervalStrategy
 
 from ..configuration_spa3r import Spa3RConfig
 from ..data.datasets import PRESETS, SAMPLINGS, MultiViewDataset, ViewBudgetBatchSampler, collate_views, find_scenes
@@ -373,6 +374,9 @@ def main(argv: list[str] | None = None) -> dict:
     train, evaluation = build_datasets(data_args, model.config.mask_ratio, seed)
     if data_args.teacher_cache:
         train = CachedTeacherDataset(train, open_for_training(data_args.teacher_cache, model, data_args, training_args, seed))
+    if evaluation is None and training_args.eval_strategy != IntervalStrategy.NO:
+        logger.info("no held-out rooms (--eval_fraction 0, no --eval_data): held-out evaluation is off")
+        training_args.eval_strategy = IntervalStrategy.NO
     collator = PretrainingCollator(
         model.config.vggt_config.patch_size, data_args.targets, data_args.cameras, model.config.semantic_size
     )

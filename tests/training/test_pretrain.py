@@ -22,6 +22,7 @@ from modeling_spa3r.training.pretrain import (
     PretrainingCollator,
     SceneMixture,
     build_datasets,
+    main,
 )
 from modeling_spa3r.training.presets import load_preset
 
@@ -253,7 +254,6 @@ def test_presets_parse_and_bad_arguments_are_reported():
     base = load_preset("spa3r-base")
     assert (base["learning_rate"], base["weight_decay"], base["max_steps"], base["gradient_accumulation_steps"]) == (2e-3, 1e-4, 80000, 2)
     assert base["lr_scheduler_kwargs"] == {"min_lr_rate": 0.1} and base["views"] == [4, 12] and base["images_per_device"] == 24
-    from modeling_spa3r.training.pretrain import main
 
     with pytest.raises(ValueError, match="no training data"):
         main(["--preset", "spa3r-synthetic-tiny", "--report_to", "none"])
@@ -364,3 +364,13 @@ def test_eval_fraction_holds_out_rooms_with_a_fixed_split(training_synth_root):
                          (dict(eval_data=["synthetic:/x"]), "either --eval_data or --eval_fraction")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             build_datasets(DataArguments(**{**data.__dict__, **bad}), mask_ratio=0.5, seed=0)
+
+
+def test_no_held_out_rooms_turns_the_presets_held_out_evaluation_off(training_synth_root, tmp_path, caplog):
+    caplog.set_level("INFO", logger="modeling_spa3r.training.pretrain")
+    metrics = main(["--preset", "spa3r-synthetic-room", "--train_data", f"synthetic:{training_synth_root}",
+                    "--output_dir", str(tmp_path), "--max_steps", "2", "--eval_fraction", "0", "--save_strategy", "no",
+                    *SMALL])  # fmt: skip
+    assert metrics["steps"] == 2
+    assert "held-out evaluation is off" in caplog.text
+    assert not any(key.startswith("eval_") for entry in log_history(tmp_path) for key in entry)

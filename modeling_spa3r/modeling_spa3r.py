@@ -518,6 +518,32 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             depth = depth.permute(0, 2, 3, 1).reshape(*tokens[-1].shape[:2], *grid_hw, 1)
         return depth.flatten(2, 3)
 
+    @torch.no_grad()
+    def teacher_fields(self, pixel_values: torch.Tensor, tokens: list | None, **given) -> dict:
+        """
+        The frozen teachers' targets and cameras for (B, V, 3, H, W) views from `tokens`, the aggregator's
+        per-layer tokens of the pass over all views (None if every field is given). Fields in `given` that are not
+        None are kept → geometry_targets (B, V, Np, A), depth_targets (B, V, Np, 1), semantic_targets
+        (B, V, Np, Cs), extrinsics (B, V, 3, 4) and intrinsics (B, V, 3, 3) in the camera head's frame,
+        pose_encodings (the camera head's iterations, or None when the cameras are given).
+        """
+        patch_size = self.config.vggt_config.patch_size
+        image_size_hw = tuple(pixel_values.shape[-2:])
+        grid_hw = (image_size_hw[0] // patch_size, image_size_hw[1] // patch_size)
+        fields = {key: given.get(key) for key in ("geometry_targets", "depth_targets", "semantic_targets", "extrinsics", "intrinsics")}
+        fields["pose_encodings"] = None
+        if fields["geometry_targets"] is None:
+            fields["geometry_targets"] = tokens[-1][:, :, self.spa3r.aggregator.patch_start_idx :].detach()
+        if fields["extrinsics"] is None:
+            fields["pose_encodings"], fields["extrinsics"], fields["intrinsics"] = run_camera_head(
+                self.camera_head, tokens[-1].detach(), image_size_hw
+            )
+        if fields["depth_targets"] is None:
+            fields["depth_targets"] = self.depth_target(tokens, image_size_hw)
+        if fields["semantic_targets"] is None:
+            fields["semantic_targets"] = self.semantic_targets(pixel_values, grid_hw)
+        return fields
+
     def decode(self, latents, extrinsics, intrinsics, image_size_hw, grid_hw, output_hidden_states=False):
         """Latent (B, Q, D) + per-view cameras → decoder output for every view's ray tokens (B, V, Np, D)."""
         batch, num_views = extrinsics.shape[:2]
@@ -601,15 +627,12 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             context_features = context_tokens[-1][:, :, start:]
             if needs_full_pass:
                 tokens = self.spa3r.aggregate(pixel_values, keep_layers=keep)
-        pose_encodings = None
-        with torch.no_grad():
-            target_geo = geometry_targets if geometry_targets is not None else tokens[-1][:, :, start:].detach()
-            if extrinsics is None:
-                pose_encodings, extrinsics, intrinsics = run_camera_head(self.camera_head, tokens[-1].detach(), image_size_hw)
-            if depth_targets is None:
-                depth_targets = self.depth_target(tokens, image_size_hw)
-            if semantic_targets is None:
-                semantic_targets = self.semantic_targets(pixel_values, grid_hw)
+        fields = self.teacher_fields(
+            pixel_values, tokens, geometry_targets=geometry_targets, depth_targets=depth_targets,
+            semantic_targets=semantic_targets, extrinsics=extrinsics, intrinsics=intrinsics,
+        )  # fmt: skip
+        target_geo, depth_targets, semantic_targets = (fields[key] for key in ("geometry_targets", "depth_targets", "semantic_targets"))
+        extrinsics, intrinsics, pose_encodings = fields["extrinsics"], fields["intrinsics"], fields["pose_encodings"]
 
         # student
         encoded = self.spa3r.encode(context_features, grid_hw, bool(output_hidden_states))

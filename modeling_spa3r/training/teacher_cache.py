@@ -49,7 +49,6 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..modeling_spa3r import Spa3RForPretraining
-from ..modeling_vggt import run_camera_head
 from ..validation import DataError
 from .checkpoints import write_atomically
 
@@ -160,18 +159,9 @@ def teacher_outputs(model: Spa3RForPretraining, pixel_values: torch.Tensor) -> d
     → `CACHED_KEYS`: geometry (B, V, Np, A), depth (B, V, Np, 1), semantic (B, V, Np, Cs), extrinsics (B, V, 3, 4),
     intrinsics (B, V, 3, 3)."""
     vggt = model.config.vggt_config
-    image_size_hw = tuple(pixel_values.shape[-2:])
-    grid_hw = (image_size_hw[0] // vggt.patch_size, image_size_hw[1] // vggt.patch_size)
-    last_layer = vggt.num_hidden_layers - 1
-    tokens = model.spa3r.aggregate(pixel_values, keep_layers=set(vggt.dpt_intermediate_layers) | {last_layer})
-    _, extrinsics, intrinsics = run_camera_head(model.camera_head, tokens[-1], image_size_hw)
-    return {
-        "geometry_targets": tokens[-1][:, :, model.spa3r.aggregator.patch_start_idx :],
-        "depth_targets": model.depth_target(tokens, image_size_hw),
-        "semantic_targets": model.semantic_targets(pixel_values, grid_hw),
-        "extrinsics": extrinsics,
-        "intrinsics": intrinsics,
-    }
+    tokens = model.spa3r.aggregate(pixel_values, keep_layers=set(vggt.dpt_intermediate_layers) | {vggt.num_hidden_layers - 1})
+    fields = model.teacher_fields(pixel_values, tokens)
+    return {key: fields[key] for key in CACHED_KEYS}
 
 
 def _autocast(device: torch.device, precision: str):

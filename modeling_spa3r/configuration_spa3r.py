@@ -139,10 +139,22 @@ class Spa3RConfig(PreTrainedConfig):
         teacher_dtype: dtype of the frozen teachers' passes (aggregator unless `train_backbone`, camera and depth
             heads, semantic teacher): `"float32"`, or `"bfloat16"` (autocast around the teachers only; the student
             and its losses stay float32, the VGGT heads keep their float32 rule).
+        view_slot_embeddings: number of context-view slots with a learned embedding added to the encoder's
+            projected patch tokens (slot 0 = the first context view), i.e. the most views the encoder tells apart;
+            0 = none, the released model. The encoder's positions carry no view index: the released model relies on
+            VGGT's pretrained features to tell views apart, which a backbone trained from scratch cannot (measured
+            with `spa3r probe`'s latent usage, see bench/bench_psfm_probe.py). In training the views after the first
+            take a random ordered subset of slots 1…N−1, so every slot is trained; at inference views take slots
+            0…V−1.
+        view_slot_scale: the slot embeddings (initialised N(0, initializer_range²) like every embedding) are
+            multiplied by this: a from-scratch backbone's projected tokens have norms of ~80, and an unscaled code
+            that starts ~500× smaller was not learned in a CPU-length run.
         pretraining_targets: what the fields were pretrained against, recorded by `spa3r pretrain` so tools that
             compare predicted and target fields (`spa3r visualize`, the app) build the same targets: `"teachers"`
             (the frozen teachers' features, the paper) or `"rendered"` (normals ‖ depth and class histograms
             rendered with the scene; needs a scene folder with depth/, normal/, semantic/ maps).
+        pretraining_image_width: the view width `spa3r pretrain` trained at (recorded by it); tools that encode
+            views (`spa3r probe`, `visualize`, `ask`) resize to `view_width`, this or else VGGT's `image_size`.
     """
 
     model_type = "spa3r"
@@ -173,8 +185,16 @@ class Spa3RConfig(PreTrainedConfig):
     loss_views: Literal["all", "target"] = "all"
     sampled_depth_target: bool = False
     teacher_dtype: Literal["float32", "bfloat16"] = "float32"
+    view_slot_embeddings: int = 0
+    view_slot_scale: float = 30.0
     pretraining_targets: Literal["teachers", "rendered"] = "teachers"
+    pretraining_image_width: int | None = None
     initializer_range: float = 0.02
+
+    @property
+    def view_width(self) -> int:
+        """The view width this model's tools encode at: the pretraining width when recorded, else VGGT's image size."""
+        return self.pretraining_image_width or self.vggt_config.image_size
 
     def __post_init__(self, **kwargs):
         if isinstance(self.vggt_config, dict):  # Spa3R's global blocks default to RMSNorm, also for partial dicts
@@ -191,6 +211,8 @@ class Spa3RConfig(PreTrainedConfig):
             raise ValueError(f"loss_views must be 'all' or 'target', got {self.loss_views!r}")
         if self.teacher_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"teacher_dtype must be 'float32' or 'bfloat16', got {self.teacher_dtype!r}")
+        if self.view_slot_embeddings < 0:
+            raise ValueError(f"view_slot_embeddings must be >= 0 (0 = none), got {self.view_slot_embeddings}")
         if self.pretraining_targets not in ("teachers", "rendered"):
             raise ValueError(f"pretraining_targets must be 'teachers' or 'rendered', got {self.pretraining_targets!r}")
         if self.semantic_teacher_config is not None and self.semantic_teacher_config.hidden_size != self.semantic_size:

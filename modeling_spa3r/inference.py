@@ -224,7 +224,7 @@ def load_spa3r_encoder(model_id: str, dtype: str = "float32", device: str | None
             encoder, info = Spa3RModel.from_pretrained(model_id, dtype=torch_dtype, output_loading_info=True)
         if info["missing_keys"]:
             raise ValueError(f"{model_id} lacks Spa3R encoder weights: {sorted(info['missing_keys'])}")
-        size = config.vggt_config.image_size
+        size = config.view_width
     elif config.model_type == "spa3_vlm":
         from transformers import AutoProcessor
 

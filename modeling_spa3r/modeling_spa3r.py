@@ -330,6 +330,9 @@ class Spa3RModel(Spa3RPreTrainedModel):
         self.aggregator.requires_grad_(config.train_backbone)
         self.projection = nn.Linear(vggt.aggregated_size, config.hidden_size)
         self.query_embed = nn.Embedding(config.num_queries, config.hidden_size)
+        self.view_slot_embed = (
+            nn.Embedding(config.view_slot_embeddings, config.hidden_size) if config.view_slot_embeddings else None
+        )
         self.encoder = Spa3RTransformer(config, config.num_encoder_layers, rope=True)
         self.post_init()
 
@@ -344,10 +347,32 @@ class Spa3RModel(Spa3RPreTrainedModel):
             tokens = [None if t is None else t.to(pixel_values.dtype) for t in tokens]
         return tokens
 
-    def encode(self, features: torch.Tensor, grid_hw: tuple[int, int], output_hidden_states: bool = False) -> Spa3RModelOutput:
-        """Aggregator patch features (B, V, Np, A) of the context views → latent (B, Q, D)."""
+    def view_slots(self, num_views: int, randomise: bool = False) -> torch.Tensor:
+        """Slot of each context view (V,): 0…V−1, or (`randomise`, PSFM training) 0 and a random ordered subset of
+        1…N−1, so that every slot is trained."""
+        num_slots = self.config.view_slot_embeddings
+        device = self.view_slot_embed.weight.device
+        if num_views > num_slots:
+            raise ValueError(
+                f"{num_views} context views, but this model tells at most view_slot_embeddings={num_slots} views apart"
+            )
+        if not randomise:
+            return torch.arange(num_views, device=device)
+        others = torch.randperm(num_slots - 1, device=device)[: num_views - 1].sort().values + 1
+        return torch.cat((torch.zeros(1, dtype=torch.long, device=device), others))
+
+    def encode(
+        self, features: torch.Tensor, grid_hw: tuple[int, int], output_hidden_states: bool = False,
+        random_view_slots: bool = False,
+    ) -> Spa3RModelOutput:
+        """Aggregator patch features (B, V, Np, A) of the context views → latent (B, Q, D). `random_view_slots`:
+        random slots for the views after the first (`config.view_slot_embeddings`; PSFM training)."""
         batch, num_views, num_patches, _ = features.shape
-        tokens = self.projection(features).flatten(1, 2)  # (B, V·Np, D)
+        tokens = self.projection(features)  # (B, V, Np, D)
+        if self.view_slot_embed is not None:
+            slot_codes = self.view_slot_embed(self.view_slots(num_views, random_view_slots))  # (V, D)
+            tokens = tokens + self.config.view_slot_scale * slot_codes[:, None].to(tokens.dtype)
+        tokens = tokens.flatten(1, 2)  # (B, V·Np, D)
         queries = self.query_embed.weight.to(tokens.dtype).expand(batch, -1, -1)  # (B, Q, D)
         sequence = torch.cat((queries, tokens), dim=1)
         query_positions = torch.full((queries.shape[1], 2), -1, dtype=torch.long, device=tokens.device)
@@ -635,7 +660,7 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         extrinsics, intrinsics, pose_encodings = fields["extrinsics"], fields["intrinsics"], fields["pose_encodings"]
 
         # student
-        encoded = self.spa3r.encode(context_features, grid_hw, bool(output_hidden_states))
+        encoded = self.spa3r.encode(context_features, grid_hw, bool(output_hidden_states), random_view_slots=self.training)
         decoder_output, decoder_hidden = self.decode(
             encoded.latents, extrinsics, intrinsics, image_size_hw, grid_hw, bool(output_hidden_states)
         )

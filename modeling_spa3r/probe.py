@@ -262,36 +262,52 @@ def random_init_encoder(config, seed: int):
 
 @dataclass
 class Comparison:
-    """Probe results by representation name; random-init seeds are kept under "random init (seed S)"."""
+    """Probe results by representation name; random-init seeds are kept under "<group> (seed S)", where the group is
+    "random init" (the checkpoint's architecture) or, for a model with view slots, also "random init, no view slots"
+    (the released architecture: a random init whose slot codes would only add noise is not the only baseline)."""
 
     results: dict[str, ProbeResult]
     num_train: int
     num_test: int
 
+    def random_groups(self) -> dict[str, list[ProbeResult]]:
+        groups: dict[str, list[ProbeResult]] = {}
+        for name, result in self.results.items():
+            if name.startswith("random init"):
+                groups.setdefault(name.rsplit(" (seed", 1)[0], []).append(result)
+        return groups
+
     def random_seeds(self) -> list[ProbeResult]:
-        return [r for name, r in self.results.items() if name.startswith("random init")]
+        return self.random_groups().get("random init", [])
 
     def summary(self) -> dict:
-        """Per property: the checkpoint's R², random init mean / std / best over seeds, thumbnails, and whether the
-        checkpoint beats the best random seed by more than the seeds' std."""
+        """Per property: the checkpoint's R², random init mean / std / best over seeds (per group; `random_best` over
+        all groups), thumbnails, and whether the checkpoint beats the best random seed of every group by more than
+        that group's seed std."""
         rows = {}
-        seeds = self.random_seeds()
+        groups = self.random_groups()
         for prop in PROPERTIES:
             row = {name: r.r2[prop] for name, r in self.results.items() if not name.startswith("random init")}
-            if seeds:
-                values = np.array([r.r2[prop] for r in seeds])
-                row.update(random_mean=float(values.mean()), random_std=float(values.std()), random_best=float(values.max()))
+            if groups:
+                beats = []
+                for group, seeds in groups.items():
+                    values = np.array([r.r2[prop] for r in seeds])
+                    key = "random" if group == "random init" else "random_no_slots"
+                    row.update({f"{key}_mean": float(values.mean()), f"{key}_std": float(values.std()),
+                                f"{key}_best": float(values.max())})  # fmt: skip
+                    beats.append(row.get("checkpoint", -np.inf) > values.max() + values.std())
+                row["random_best"] = max(row[k] for k in row if k.endswith("_best"))
                 if "checkpoint" in row:
-                    row["beats_random"] = bool(row["checkpoint"] > values.max() + values.std())
+                    row["beats_random"] = bool(all(beats))
             rows[prop] = row
         return rows
 
     def table(self) -> str:
         """Markdown table: R² per property and representation, mean R² and mean A/B disagreement."""
-        seeds = self.random_seeds()
+        groups = self.random_groups()
         named = [n for n in self.results if not n.startswith("random init")]
-        header = ["property"] + named + ([f"random init ({len(seeds)} seeds)"] if seeds else [])
-        if seeds and "checkpoint" in named:
+        header = ["property"] + named + [f"{group} ({len(seeds)} seeds)" for group, seeds in groups.items()]
+        if groups and "checkpoint" in named:
             header.append("ckpt > best seed + std")
         lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
 
@@ -301,23 +317,20 @@ class Comparison:
         summary = self.summary()
         for prop in PROPERTIES:
             cells = [prop] + [f"{self.results[n].r2[prop]:.3f}" for n in named]
-            if seeds:
-                cells.append(spread([r.r2[prop] for r in seeds]))
-                if "checkpoint" in named:
-                    cells.append("yes" if summary[prop]["beats_random"] else "no")
+            cells += [spread([r.r2[prop] for r in seeds]) for seeds in groups.values()]
+            if groups and "checkpoint" in named:
+                cells.append("yes" if summary[prop]["beats_random"] else "no")
             lines.append("| " + " | ".join(cells) + " |")
         cells = ["**mean R²**"] + [f"{self.results[n].mean_r2:.3f}" for n in named]
-        if seeds:
-            cells.append(spread([r.mean_r2 for r in seeds]))
-            if "checkpoint" in named:
-                cells.append(f"{sum(row['beats_random'] for row in summary.values())}/{len(PROPERTIES)}")
+        cells += [spread([r.mean_r2 for r in seeds]) for seeds in groups.values()]
+        if groups and "checkpoint" in named:
+            cells.append(f"{sum(row['beats_random'] for row in summary.values())}/{len(PROPERTIES)}")
         lines.append("| " + " | ".join(cells) + " |")
         if all(r.disagreement is not None for r in self.results.values()):
             cells = ["view disagreement A/B (↓)"] + [f"{np.mean(list(self.results[n].disagreement.values())):.3f}" for n in named]
-            if seeds:
-                cells.append(spread([np.mean(list(r.disagreement.values())) for r in seeds]))
-                if "checkpoint" in named:
-                    cells.append("")
+            cells += [spread([np.mean(list(r.disagreement.values())) for r in seeds]) for seeds in groups.values()]
+            if groups and "checkpoint" in named:
+                cells.append("")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -348,10 +361,105 @@ def compare(
     train = load_rooms(train_rooms, num_views, width, ("main",), progress) if train_rooms else None
     results = {"checkpoint": probe_encoder(encoder, train, test, pooling)}
     config = AutoConfig.from_pretrained(str(checkpoint))
-    for seed in tqdm(random_seeds, desc="random inits", disable=not progress):
-        results[f"random init (seed {seed})"] = probe_encoder(random_init_encoder(config, seed), train, test, pooling)
+    baselines = {"random init": config}
+    if getattr(config, "view_slot_embeddings", 0):
+        baselines["random init, no view slots"] = type(config).from_dict({**config.to_dict(), "view_slot_embeddings": 0})
+    for (group, baseline_config), seed in tqdm([(b, s) for b in baselines.items() for s in random_seeds],
+                                               desc="random inits", disable=not progress):  # fmt: skip
+        results[f"{group} (seed {seed})"] = probe_encoder(random_init_encoder(baseline_config, seed), train, test, pooling)
     results["thumbnails"] = probe_thumbnails(train, test)
     return Comparison(results, 0 if train is None else len(train.rooms), len(test.rooms))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# latent usage: does the decoder need this room's latent?
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LatentUsage:
+    """Mean representation loss (geo and sem smooth-L1 + cosine) per view group ("context", "target") over rooms,
+    each room decoded with its own latent, with the rooms' mean latent, and with the next room's latent."""
+
+    own: dict[str, float]
+    mean: dict[str, float]
+    other: dict[str, float]
+    num_rooms: int
+    num_views: int
+    num_context: int
+
+    def gain(self, group: str) -> float:
+        """1 − own / mean-latent loss: the share of the loss the room's own latent removes (0 = the latent is unused)."""
+        return 1.0 - self.own[group] / self.mean[group]
+
+    def lines(self) -> str:
+        rows = [f"latent usage on {self.num_rooms} held-out rooms ({self.num_views} spread views, first "
+                f"{self.num_context} context): representation loss decoded with"]  # fmt: skip
+        for group in ("context", "target"):
+            rows.append(
+                f"  {group} views: own latent {self.own[group]:.4f}, mean latent {self.mean[group]:.4f}, another "
+                f"room's {self.other[group]:.4f} -> the own latent removes {100 * self.gain(group):.1f} % of the loss"
+            )
+        return "\n".join(rows)
+
+    def to_json(self) -> dict:
+        return {"own": self.own, "mean": self.mean, "other": self.other, "gain": {g: self.gain(g) for g in self.own},
+                "num_rooms": self.num_rooms, "num_views": self.num_views, "num_context": self.num_context}  # fmt: skip
+
+
+@torch.inference_mode()
+def latent_usage(
+    checkpoint, rooms: list[Path], num_views: int = 6, num_context: int = 3, width: int | None = None, progress: bool = True
+) -> LatentUsage:
+    """
+    Decode each room's views (`num_views` spread along its trajectory, the first `num_context` of them context) from
+    its own latent, the mean latent of the rooms, and the next room's latent. Needs a `Spa3RForPretraining`
+    checkpoint pretrained against rendered targets (`spa3r pretrain --targets rendered`) and rooms with the
+    rendered maps and poses (synthetic rooms).
+    """
+    from .data.datasets import MultiViewDataset
+    from .modeling_spa3r import Spa3RForPretraining, smooth_l1_and_cosine
+    from .training.pretrain import PretrainingCollator
+
+    model = Spa3RForPretraining.from_pretrained(str(checkpoint)).eval()
+    if model.config.pretraining_targets != "rendered":
+        raise ValueError(
+            f"latent usage needs a checkpoint pretrained against rendered targets; {checkpoint} records "
+            f"pretraining_targets={model.config.pretraining_targets!r}"
+        )
+    if not 1 <= num_context < num_views:
+        raise ValueError(f"num_context must be in [1, num_views), got {num_context} of {num_views}")
+    dataset = MultiViewDataset(rooms, views=(num_views, num_views), width=width or model.config.view_width,
+                               seed=0, sampling="spread")  # fmt: skip
+    collate = PretrainingCollator(model.config.vggt_config.patch_size, "rendered", "ground_truth", model.config.semantic_size)
+    view_mask = torch.arange(num_views) >= num_context  # (V,) True = target
+    batches, outputs = [], []
+    for index in tqdm(range(len(rooms)), desc="latent usage", unit="room", disable=not progress):
+        sample = dataset[index]
+        sample["view_mask"] = view_mask
+        batches.append(collate([sample]))
+        outputs.append(model(**batches[-1]))
+    mean_latent = torch.cat([out.latents for out in outputs]).mean(0, keepdim=True)  # (1, Q, D)
+
+    def loss(out, batch, latents) -> dict[str, float]:
+        image_size_hw = tuple(batch["pixel_values"].shape[-2:])
+        grid_hw = tuple(size // model.config.vggt_config.patch_size for size in image_size_hw)
+        decoded, _ = model.decode(latents, out.extrinsics, out.intrinsics, image_size_hw, grid_hw)  # (1, V, Np, D)
+        pred_geo, pred_sem = model.heads["geo"](decoded), model.heads["sem"](decoded)
+        groups = {"context": ~view_mask, "target": view_mask}
+        return {
+            group: float(sum(smooth_l1_and_cosine(pred_geo[:, views], out.target_geo[:, views]))
+                         + sum(smooth_l1_and_cosine(pred_sem[:, views], out.target_sem[:, views])))
+            for group, views in groups.items()
+        }  # fmt: skip
+
+    totals = {name: {"context": 0.0, "target": 0.0} for name in ("own", "mean", "other")}
+    for index, (out, batch) in enumerate(zip(outputs, batches)):
+        choices = {"own": out.latents, "mean": mean_latent, "other": outputs[(index + 1) % len(outputs)].latents}
+        for name, latents in choices.items():
+            for group, value in loss(out, batch, latents).items():
+                totals[name][group] += value / len(rooms)
+    return LatentUsage(**totals, num_rooms=len(rooms), num_views=num_views, num_context=num_context)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,9 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rooms", required=True, help="held-out rooms: scene folders with scene.json")
     parser.add_argument("--train_rooms", help="rooms to fit the probes on (default: 5-fold cross-fitting on --rooms)")
     parser.add_argument("--views", type=int, default=4, help="views per room, spread along the trajectory (default 4)")
-    parser.add_argument("--width", type=int, help="view width (default: the checkpoint's image size)")
+    parser.add_argument("--width", type=int, help="view width (default: the width the checkpoint was pretrained at, else its image size)")
     parser.add_argument("--pooling", choices=("flatten", "mean"), default="flatten", help="latent → room vector")
     parser.add_argument("--random_seeds", type=int, nargs="*", default=[0, 1, 2], help="random-init baselines")
+    parser.add_argument("--latent_usage", action="store_true",
+                        help="also decode the held-out rooms from their own / the mean / another room's latent "
+                             "(a pretraining checkpoint with rendered targets; synthetic rooms)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     return parser
 
@@ -382,15 +493,19 @@ def main(argv=None) -> int:
             args.checkpoint, find_rooms(args.rooms), find_rooms(args.train_rooms) if args.train_rooms else None,
             args.views, args.width, args.random_seeds, args.pooling,
         )  # fmt: skip
+        usage = latent_usage(args.checkpoint, find_rooms(args.rooms), width=args.width) if args.latent_usage else None
     except (ValueError, OSError) as error:
         print(f"spa3r probe: error: {error}", file=sys.stderr)
         return 2
     where = f"{comparison.num_train} train rooms" if comparison.num_train else "5-fold cross-fitting"
     print(f"held-out R² on {comparison.num_test} rooms ({where}), {args.views} views, {args.pooling} pooling:")
     print(comparison.table())
+    if usage is not None:
+        print(usage.lines())
     if args.json:
-        args.json.write_text(json.dumps(comparison.to_json(), indent=2))
+        results = {**comparison.to_json(), **({"latent_usage": usage.to_json()} if usage is not None else {})}
+        args.json.write_text(json.dumps(results, indent=2))
     return 0
 
 
-__all__ = ["PROPERTIES", "RidgeProbe", "compare", "room_properties", "spread_frames"]
+__all__ = ["PROPERTIES", "LatentUsage", "RidgeProbe", "compare", "latent_usage", "room_properties", "spread_frames"]

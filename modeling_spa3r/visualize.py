@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--targets", type=int, nargs="+", help="indices of the held-out views (default: the last ones, per mask_ratio)"
     )
-    parser.add_argument("--size", type=int, help="view width, a multiple of 14 (default: the checkpoint's image size)")
+    parser.add_argument("--size", type=int, help="view width, a multiple of 14 (default: the width the checkpoint was pretrained at, else its image size)")
     parser.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
     return parser
 
@@ -345,7 +345,7 @@ def main(argv=None) -> int:
         images = scene_images(args.scene, args.num_views) if args.scene else load_images(args.images)
         if len(images) < 2:
             raise ValueError(f"need at least 2 views (context + held-out), got {len(images)}")
-        pixel_values = scene_views(images, args.size or config.vggt_config.image_size)
+        pixel_values = scene_views(images, args.size or config.view_width)
         targets = args.targets or default_targets(len(images), config.mask_ratio)
         model = Spa3RForPretraining.from_pretrained(args.checkpoint).eval().to(resolve_device(args.device))
         inputs = None

@@ -237,3 +237,42 @@ def test_trust_remote_code_from_saved_directory(spa3r_config, images, tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_view_slots_are_off_by_default_and_zero_codes_change_nothing(spa3r_config, images):
+    assert spa3r_config.view_slot_embeddings == 0
+    assert not any("view_slot" in key for key in Spa3RForPretraining(spa3r_config).state_dict())  # released layout
+    torch.manual_seed(0)
+    plain = Spa3RModel(spa3r_config).eval()
+    slotted_config = Spa3RConfig.from_dict({**spa3r_config.to_dict(), "view_slot_embeddings": 6})
+    slotted = Spa3RModel(slotted_config).eval()
+    missing = slotted.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ["view_slot_embed.weight"]
+    with torch.no_grad():
+        codes = slotted(images).latents
+        slotted.view_slot_embed.weight.zero_()
+        torch.testing.assert_close(slotted(images).latents, plain(images).latents, atol=0, rtol=0)
+    assert not torch.allclose(codes, plain(images).latents)
+
+
+def test_view_slots_in_order_at_inference_random_in_pretraining_and_bounded(spa3r_config, images):
+    config = Spa3RConfig.from_dict({**spa3r_config.to_dict(), "view_slot_embeddings": 6})
+    model = Spa3RForPretraining(config)
+    encoder = model.spa3r
+    assert encoder.view_slots(4).tolist() == [0, 1, 2, 3]
+    torch.manual_seed(1)
+    drawn = [encoder.view_slots(3, randomise=True).tolist() for _ in range(40)]
+    assert all(slots[0] == 0 and slots == sorted(set(slots)) and 0 < slots[1] and slots[-1] < 6 for slots in drawn)
+    assert {slot for slots in drawn for slot in slots} == set(range(6))  # every slot gets trained
+    with pytest.raises(ValueError, match="7 context views, but this model tells at most view_slot_embeddings=6"):
+        encoder.view_slots(7)
+    with torch.no_grad():  # eval: ordered slots, the same latent every time; training: random slots
+        model.eval()
+        first, again = (model(images, view_mask=VIEW_MASK).latents for _ in range(2))
+        torch.testing.assert_close(first, again, atol=0, rtol=0)
+        model.train()
+        torch.manual_seed(2)
+        trained = [model(images, view_mask=VIEW_MASK).latents for _ in range(4)]
+    assert any(not torch.allclose(latents, first) for latents in trained)
+    with pytest.raises(ValueError, match="view_slot_embeddings must be >= 0"):
+        Spa3RConfig(view_slot_embeddings=-1)

@@ -109,3 +109,45 @@ def test_spa3r_probe_command(probe_checkpoint, probe_rooms, tmp_path, capsys):
         (tmp_path / "bare" / scene.name / "color").symlink_to(scene / "color")
     assert cli_main(["probe", str(probe_checkpoint), "--rooms", str(tmp_path / "bare")]) == 2
     assert "has a scene.json" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def rendered_slot_checkpoint(tmp_path_factory):
+    """A tiny rendered-target pretraining checkpoint with view slots, its view width recorded as `spa3r pretrain` does."""
+    config = Spa3RConfig.from_json_file(str(REPO / "configuration" / "models" / "spa3r-synthetic-tiny.json"))
+    config.view_slot_embeddings, config.pretraining_targets, config.pretraining_image_width = 4, "rendered", 56
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("slot_checkpoint")
+    Spa3RForPretraining(config).save_pretrained(directory)
+    return directory
+
+
+def test_probe_of_a_view_slot_model_adds_the_no_slot_baseline_and_latent_usage(rendered_slot_checkpoint, probe_rooms,
+                                                                             tmp_path, capsys):  # fmt: skip
+    out = tmp_path / "probe.json"
+    assert cli_main(["probe", str(rendered_slot_checkpoint), "--rooms", str(probe_rooms / "scenes"), "--views", "2",
+                     "--random_seeds", "0", "--latent_usage", "--json", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "random init, no view slots (1 seeds)" in printed
+    assert "latent usage on 12 held-out rooms (6 spread views, first 3 context)" in printed
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"checkpoint", "random init (seed 0)", "random init, no view slots (seed 0)", "thumbnails"}
+    for prop, row in result["summary"].items():  # beating the baseline means beating both random-init rows
+        assert row["beats_random"] == (row["checkpoint"] > row["random_best"] + row["random_std"]
+                                       and row["checkpoint"] > row["random_no_slots_best"] + row["random_no_slots_std"]), prop  # fmt: skip
+    usage = result["latent_usage"]
+    assert set(usage["own"]) == {"context", "target"} and all(value > 0 for value in usage["own"].values())
+    assert usage["gain"]["target"] == pytest.approx(1 - usage["own"]["target"] / usage["mean"]["target"])
+
+
+def test_latent_usage_of_one_room_is_zero_and_teacher_checkpoints_are_refused(rendered_slot_checkpoint, probe_checkpoint,
+                                                                            probe_rooms):  # fmt: skip
+    from modeling_spa3r.probe import find_rooms, latent_usage
+
+    one_room = find_rooms(probe_rooms / "scenes")[:1]  # its own latent is the mean latent and the "other" room's
+    usage = latent_usage(rendered_slot_checkpoint, one_room, num_views=4, num_context=2, progress=False)
+    assert usage.own == usage.mean == usage.other and usage.gain("target") == 0.0
+    with pytest.raises(ValueError, match="needs a checkpoint pretrained against rendered targets"):
+        latent_usage(probe_checkpoint, one_room, progress=False)
+    with pytest.raises(ValueError, match="num_context must be in"):
+        latent_usage(rendered_slot_checkpoint, one_room, num_views=4, num_context=4, progress=False)

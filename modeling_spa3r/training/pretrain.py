@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(model_args)
     check_teachers_needed(model, model_args, data_args)
     model.config.pretraining_targets = data_args.targets  # visualize / the app build the same targets
+    model.config.pretraining_image_width = data_args.image_width  # ... at the same view width
     seed = training_args.data_seed or training_args.seed
     train, evaluation = build_datasets(data_args, model.config.mask_ratio, seed)
     if data_args.teacher_cache:

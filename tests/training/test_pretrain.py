@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from modeling_spa3r import Spa3RConfig, Spa3RForPretraining
 from modeling_spa3r.data.datasets import MultiViewDataset, sample_spread_indices
+from modeling_spa3r.inference import load_spa3r_encoder
 from modeling_spa3r.modeling_spa3r import relative_to_first_context_view
 from modeling_spa3r.training.pretrain import (
     DataArguments,
@@ -374,3 +375,6 @@ def test_no_held_out_rooms_turns_the_presets_held_out_evaluation_off(training_sy
     assert metrics["steps"] == 2
     assert "held-out evaluation is off" in caplog.text
     assert not any(key.startswith("eval_") for entry in log_history(tmp_path) for key in entry)
+    # the view width is recorded, and the tools encode at it (not at VGGT's 518)
+    assert json.loads((tmp_path / "config.json").read_text())["pretraining_image_width"] == 56
+    assert load_spa3r_encoder(str(tmp_path))[1] == 56

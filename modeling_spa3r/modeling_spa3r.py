@@ -321,7 +321,8 @@ class Spa3RPreTrainedModel(VGGTPreTrainedModel):
 
 
 class Spa3RModel(Spa3RPreTrainedModel):
-    """VGGT aggregator (frozen unless `config.train_backbone`) → projection → queries + encoder → latent (B, Q, D)."""
+    """VGGT aggregator (frozen unless `config.train_backbone`) → projection (+ a code per context view with
+    `config.view_slot_embeddings`, for from-scratch backbones) → queries + encoder → latent (B, Q, D)."""
 
     def __init__(self, config: Spa3RConfig):
         super().__init__(config)

@@ -13,7 +13,7 @@
 
 Target: the pretrained latent beats the best random-init seed by more than the seeds' std on most properties.
 Budget: ≤ 20 minutes on 2 CPU cores, data generation included (rendering the 160 rooms ≈ 4 min on a shared 2-core
-machine; the preset's 2000 pretraining steps + probes ≈ 7 min). On a machine shared with other jobs run it with
+machine; the preset's 4000 pretraining steps + probes ≈ 10 min on 2 idle cores). On a machine shared with other jobs run it with
 OMP_NUM_THREADS=1: two OpenMP threads competing for busy cores made the same run ~15x slower (35 min).
 Prints the table and the wall time of each stage.
 
@@ -34,9 +34,14 @@ architecture (no view slots): 0.250 ± 0.029 held-out mean R² over 3 seeds; thu
 - With view slots (`view_slot_embeddings: 32`, this preset) and 2000 steps: mean R² 0.126, floor area 0.388, length
   0.324, width 0.318 (above the slot architecture's random init, 0.000 ± 0.020 mean, whose random codes drown the
   features, but below the released architecture's random init: 0/6 against both); latent usage 16.5 % on context and
-  5.1 % on target views. Wall time 7 min 7 s with the rooms cached (pretrain 381 s, probes 34 s).
-The target is not met: the latent now holds the room's views (the decoder needs it 3-4x more than before), but a
-random network's features still hold the room-level properties more linearly.
+  5.1 % on target views. Wall time 7 min 7 s with the rooms cached (pretrain 381 s on one thread, probes 34 s).
+- The same at 4000 steps (the preset now): mean R² 0.215 (floor area 0.323, length 0.481, width 0.345, object
+  spread 0.273), still 0/6 against the released architecture's random init (length 0.413 ± 0.070 reaches 0.48 at
+  its best seed); latent usage 26.8 % on context and 10.6 % on target views. Wall time 10 min 12 s with the rooms
+  cached on 2 idle cores (pretrain 576 s, probes 36 s); with the rendering ≈ 14-15 min.
+The target is not met: the latent now holds the room's views (the decoder needs it 5-6x more than before), and the
+probe is still rising with steps, but a random network's features still hold the room-level properties more
+linearly at a length of run this bench can afford.
 """
 
 from __future__ import annotations

@@ -441,24 +441,25 @@ def latent_usage(
         outputs.append(model(**batches[-1]))
     mean_latent = torch.cat([out.latents for out in outputs]).mean(0, keepdim=True)  # (1, Q, D)
 
-    def loss(out, batch, latents) -> dict[str, float]:
+    def predictions(out, batch, latents) -> tuple[torch.Tensor, torch.Tensor]:
+        """geo and sem fields (1, V, Np, C) decoded from `latents` with the room's cameras."""
         image_size_hw = tuple(batch["pixel_values"].shape[-2:])
         grid_hw = tuple(size // model.config.vggt_config.patch_size for size in image_size_hw)
         decoded, _ = model.decode(latents, out.extrinsics, out.intrinsics, image_size_hw, grid_hw)  # (1, V, Np, D)
-        pred_geo, pred_sem = model.heads["geo"](decoded), model.heads["sem"](decoded)
-        groups = {"context": ~view_mask, "target": view_mask}
-        return {
-            group: float(sum(smooth_l1_and_cosine(pred_geo[:, views], out.target_geo[:, views]))
-                         + sum(smooth_l1_and_cosine(pred_sem[:, views], out.target_sem[:, views])))
-            for group, views in groups.items()
-        }  # fmt: skip
+        return model.heads["geo"](decoded), model.heads["sem"](decoded)
 
+    groups = {"context": ~view_mask, "target": view_mask}
     totals = {name: {"context": 0.0, "target": 0.0} for name in ("own", "mean", "other")}
     for index, (out, batch) in enumerate(zip(outputs, batches)):
-        choices = {"own": out.latents, "mean": mean_latent, "other": outputs[(index + 1) % len(outputs)].latents}
-        for name, latents in choices.items():
-            for group, value in loss(out, batch, latents).items():
-                totals[name][group] += value / len(rooms)
+        fields = {"own": (out.pred_geo, out.pred_sem),  # the forward already decoded the room's own latent
+                  "mean": predictions(out, batch, mean_latent),
+                  "other": predictions(out, batch, outputs[(index + 1) % len(outputs)].latents)}  # fmt: skip
+        for name, (pred_geo, pred_sem) in fields.items():
+            for group, views in groups.items():
+                value = sum(smooth_l1_and_cosine(pred_geo[:, views], out.target_geo[:, views])) + sum(
+                    smooth_l1_and_cosine(pred_sem[:, views], out.target_sem[:, views])
+                )
+                totals[name][group] += float(value) / len(rooms)
     return LatentUsage(**totals, num_rooms=len(rooms), num_views=num_views, num_context=num_context)
 
 

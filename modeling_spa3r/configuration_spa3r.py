@@ -149,6 +149,12 @@ class Spa3RConfig(PreTrainedConfig):
         view_slot_scale: the slot embeddings (initialised N(0, initializer_range²) like every embedding) are
             multiplied by this: a from-scratch backbone's projected tokens have norms of ~80, and an unscaled code
             that starts ~500× smaller was not learned in a CPU-length run.
+        backbone_supervision_weight: weight of a per-view loss that trains the aggregator's context-view patch
+            features to predict their own geometry targets through a linear head (smooth L1 + cosine against the
+            rendered normals ‖ depth, `backbone_geo/*` in the logs); 0 = off, the released recipe. Only for a trained
+            backbone: it stands in for the geometry pretraining VGGT brings to the released model (depth, points and
+            cameras, supervised), which a backbone trained from scratch by PSFM alone does not learn (a linear probe of
+            per-patch depth from its features: R² 0.28 after 8000 steps, random init 0.15).
         pretraining_targets: what the fields were pretrained against, recorded by `spa3r pretrain` so tools that
             compare predicted and target fields (`spa3r visualize`, the app) build the same targets: `"teachers"`
             (the frozen teachers' features, the paper) or `"rendered"` (normals ‖ depth and class histograms
@@ -187,6 +193,7 @@ class Spa3RConfig(PreTrainedConfig):
     teacher_dtype: Literal["float32", "bfloat16"] = "float32"
     view_slot_embeddings: int = 0
     view_slot_scale: float = 30.0
+    backbone_supervision_weight: float = 0.0
     pretraining_targets: Literal["teachers", "rendered"] = "teachers"
     pretraining_image_width: int | None = None
     initializer_range: float = 0.02
@@ -213,6 +220,10 @@ class Spa3RConfig(PreTrainedConfig):
             raise ValueError(f"teacher_dtype must be 'float32' or 'bfloat16', got {self.teacher_dtype!r}")
         if self.view_slot_embeddings < 0:
             raise ValueError(f"view_slot_embeddings must be >= 0 (0 = none), got {self.view_slot_embeddings}")
+        if self.backbone_supervision_weight < 0:
+            raise ValueError(f"backbone_supervision_weight must be >= 0 (0 = off), got {self.backbone_supervision_weight}")
+        if self.backbone_supervision_weight and not self.train_backbone:
+            raise ValueError("backbone_supervision_weight trains the aggregator: it needs train_backbone=true")
         if self.pretraining_targets not in ("teachers", "rendered"):
             raise ValueError(f"pretraining_targets must be 'teachers' or 'rendered', got {self.pretraining_targets!r}")
         if self.semantic_teacher_config is not None and self.semantic_teacher_config.hidden_size != self.semantic_size:

@@ -249,8 +249,10 @@ class Spa3RForPretrainingOutput(ModelOutput):
     Args:
         loss: scalar sum of every term in `losses`.
         losses: `{"geo/l1", "geo/cos", "sem/l1", "sem/cos", "depth_prob"}` → scalar, over the views
-            `config.loss_views` selects.
-        representation_loss: sum of the terms that train the encoder and decoder (all but `PROBE_LOSS_TERMS`).
+            `config.loss_views` selects; with `config.backbone_supervision_weight` also `backbone_geo/l1` and
+            `backbone_geo/cos` (weighted, context views).
+        representation_loss: sum of the PSFM terms that train the encoder and decoder (all but `PROBE_LOSS_TERMS`
+            and the backbone supervision).
         probe_loss: sum of the detached probe terms (`PROBE_LOSS_TERMS`; they train only their own head).
         latents: (B, Q, D) latent of the context views.
         view_mask: (B, V) bool, True = target view.
@@ -479,6 +481,9 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
         geometry_size = config.geometry_target_size or vggt.aggregated_size
         self.heads = nn.ModuleDict({"geo": Mlp(dim, hidden, geometry_size), "sem": Mlp(dim, hidden, config.semantic_size)})
         self.depth_prob = Mlp(dim, hidden, 1)
+        self.backbone_geo = (
+            nn.Linear(vggt.aggregated_size, geometry_size) if config.backbone_supervision_weight else None
+        )
         self.semantic_teacher = (
             SemanticTeacher(config.semantic_teacher_config) if config.semantic_teacher_config is not None else None
         )
@@ -678,8 +683,13 @@ class Spa3RForPretraining(Spa3RPreTrainedModel):
             sem_l1, sem_cos = smooth_l1_and_cosine(*pairs["sem"])
             depth_loss = F.smooth_l1_loss(pairs["depth"][0].float(), pairs["depth"][1].float())
             losses = {"geo/l1": geo_l1, "geo/cos": geo_cos, "sem/l1": sem_l1, "sem/cos": sem_cos, "depth_prob": depth_loss}
-            loss = sum(losses.values())
             representation_loss = sum(value for name, value in losses.items() if name not in PROBE_LOSS_TERMS)
+            if self.backbone_geo is not None:  # the context views' own geometry from their aggregator features
+                context_geo = select_views(target_geo, context_views)  # (B, Vc, Np, Cg)
+                backbone_l1, backbone_cos = smooth_l1_and_cosine(self.backbone_geo(context_features), context_geo)
+                losses["backbone_geo/l1"] = self.config.backbone_supervision_weight * backbone_l1
+                losses["backbone_geo/cos"] = self.config.backbone_supervision_weight * backbone_cos
+            loss = sum(losses.values())
             probe_loss = sum(losses[name] for name in PROBE_LOSS_TERMS)
         return Spa3RForPretrainingOutput(
             loss=loss,

@@ -31,6 +31,10 @@ from tqdm.auto import tqdm
 #: room-level properties probed, computed from scene.json (`room_properties`)
 PROPERTIES = ("floor_area", "room_length", "room_width", "object_count", "num_categories", "mean_object_distance")
 RIDGE_STRENGTHS = tuple(10.0 ** np.arange(-2, 5.5, 0.5))
+#: seed-row groups of `compare` and their keys in `Comparison.summary`
+RANDOM_ENCODER = "random encoder, trained backbone"
+GROUP_KEYS = {"random init": "random", "random init, no view slots": "random_no_slots", RANDOM_ENCODER: "random_encoder"}
+SEEDED = tuple(GROUP_KEYS)
 THUMBNAIL_SIZE = (8, 6)  # width, height
 
 
@@ -262,18 +266,23 @@ def random_init_encoder(config, seed: int):
 
 @dataclass
 class Comparison:
-    """Probe results by representation name; random-init seeds are kept under "<group> (seed S)", where the group is
+    """Probe results by representation name; seed rows are kept under "<group> (seed S)", where the group is
     "random init" (the checkpoint's architecture) or, for a model with view slots, also "random init, no view slots"
-    (the released architecture: a random init whose slot codes would only add noise is not the only baseline)."""
+    (the released architecture: a random init whose slot codes would only add noise is not the only baseline); the
+    target is to beat these. For a checkpoint with a trained backbone, "random encoder, trained backbone" keeps the
+    checkpoint's aggregator and draws the rest at random: beating it shows what the PSFM encoder adds to the
+    backbone's own features (reported as `beats_random_encoder`, not part of the target)."""
 
     results: dict[str, ProbeResult]
     num_train: int
     num_test: int
 
     def random_groups(self) -> dict[str, list[ProbeResult]]:
+        """Seed rows by group: the random inits (the target's baselines) and, for a trained backbone, the random
+        encoders on it."""
         groups: dict[str, list[ProbeResult]] = {}
         for name, result in self.results.items():
-            if name.startswith("random init"):
+            if name.startswith(SEEDED):
                 groups.setdefault(name.rsplit(" (seed", 1)[0], []).append(result)
         return groups
 
@@ -282,33 +291,39 @@ class Comparison:
 
     def summary(self) -> dict:
         """Per property: the checkpoint's R², random init mean / std / best over seeds (per group; `random_best` over
-        all groups), thumbnails, and whether the checkpoint beats the best random seed of every group by more than
-        that group's seed std."""
+        the random-init groups), thumbnails, and whether the checkpoint beats the best random seed of every
+        random-init group by more than that group's seed std (`beats_random`; `beats_random_encoder` for the random
+        encoders on a trained backbone)."""
         rows = {}
         groups = self.random_groups()
         for prop in PROPERTIES:
-            row = {name: r.r2[prop] for name, r in self.results.items() if not name.startswith("random init")}
+            row = {name: r.r2[prop] for name, r in self.results.items() if not name.startswith(SEEDED)}
             if groups:
-                beats = []
+                beats = {}
                 for group, seeds in groups.items():
                     values = np.array([r.r2[prop] for r in seeds])
-                    key = "random" if group == "random init" else "random_no_slots"
+                    key = GROUP_KEYS[group]
                     row.update({f"{key}_mean": float(values.mean()), f"{key}_std": float(values.std()),
                                 f"{key}_best": float(values.max())})  # fmt: skip
-                    beats.append(row.get("checkpoint", -np.inf) > values.max() + values.std())
-                row["random_best"] = max(row[k] for k in row if k.endswith("_best"))
+                    beats[key] = row.get("checkpoint", -np.inf) > values.max() + values.std()
+                row["random_best"] = max(row[f"{GROUP_KEYS[g]}_best"] for g in groups if g.startswith("random init"))
                 if "checkpoint" in row:
-                    row["beats_random"] = bool(all(beats))
+                    row["beats_random"] = bool(all(won for key, won in beats.items() if key != "random_encoder"))
+                    if "random_encoder" in beats:
+                        row["beats_random_encoder"] = bool(beats["random_encoder"])
             rows[prop] = row
         return rows
 
     def table(self) -> str:
         """Markdown table: R² per property and representation, mean R² and mean A/B disagreement."""
         groups = self.random_groups()
-        named = [n for n in self.results if not n.startswith("random init")]
+        named = [n for n in self.results if not n.startswith(SEEDED)]
         header = ["property"] + named + [f"{group} ({len(seeds)} seeds)" for group, seeds in groups.items()]
+        encoder_row = "checkpoint" in named and RANDOM_ENCODER in groups
         if groups and "checkpoint" in named:
-            header.append("ckpt > best seed + std")
+            header.append("ckpt > best random init + std")
+        if encoder_row:
+            header.append("ckpt > best random encoder + std")
         lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
 
         def spread(values):
@@ -320,17 +335,20 @@ class Comparison:
             cells += [spread([r.r2[prop] for r in seeds]) for seeds in groups.values()]
             if groups and "checkpoint" in named:
                 cells.append("yes" if summary[prop]["beats_random"] else "no")
+            if encoder_row:
+                cells.append("yes" if summary[prop]["beats_random_encoder"] else "no")
             lines.append("| " + " | ".join(cells) + " |")
         cells = ["**mean R²**"] + [f"{self.results[n].mean_r2:.3f}" for n in named]
         cells += [spread([r.mean_r2 for r in seeds]) for seeds in groups.values()]
         if groups and "checkpoint" in named:
             cells.append(f"{sum(row['beats_random'] for row in summary.values())}/{len(PROPERTIES)}")
+        if encoder_row:
+            cells.append(f"{sum(row['beats_random_encoder'] for row in summary.values())}/{len(PROPERTIES)}")
         lines.append("| " + " | ".join(cells) + " |")
         if all(r.disagreement is not None for r in self.results.values()):
             cells = ["view disagreement A/B (↓)"] + [f"{np.mean(list(self.results[n].disagreement.values())):.3f}" for n in named]
             cells += [spread([np.mean(list(r.disagreement.values())) for r in seeds]) for seeds in groups.values()]
-            if groups and "checkpoint" in named:
-                cells.append("")
+            cells += [""] * (len(header) - len(cells))
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -364,9 +382,14 @@ def compare(
     baselines = {"random init": config}
     if getattr(config, "view_slot_embeddings", 0):
         baselines["random init, no view slots"] = type(config).from_dict({**config.to_dict(), "view_slot_embeddings": 0})
+    if config.train_backbone:
+        baselines[RANDOM_ENCODER] = config
     for (group, baseline_config), seed in tqdm([(b, s) for b in baselines.items() for s in random_seeds],
                                                desc="random inits", disable=not progress):  # fmt: skip
-        results[f"{group} (seed {seed})"] = probe_encoder(random_init_encoder(baseline_config, seed), train, test, pooling)
+        baseline = random_init_encoder(baseline_config, seed)
+        if group == RANDOM_ENCODER:
+            baseline.aggregator.load_state_dict(encoder.aggregator.state_dict())
+        results[f"{group} (seed {seed})"] = probe_encoder(baseline, train, test, pooling)
     results["thumbnails"] = probe_thumbnails(train, test)
     return Comparison(results, 0 if train is None else len(train.rooms), len(test.rooms))
 

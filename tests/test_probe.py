@@ -97,10 +97,17 @@ def test_spa3r_probe_command(probe_checkpoint, probe_rooms, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "held-out R² on 12 rooms (5-fold cross-fitting), 2 views" in printed and "| floor_area |" in printed
     result = json.loads(out.read_text())
-    assert set(result["results"]) == {"checkpoint", "random init (seed 0)", "random init (seed 1)", "thumbnails"}
+    encoders = [f"random encoder, trained backbone (seed {seed})" for seed in (0, 1)]  # a from-scratch backbone
+    assert set(result["results"]) == {"checkpoint", "random init (seed 0)", "random init (seed 1)", "thumbnails", *encoders}
     assert list(result["results"]["checkpoint"]["r2"]) == list(PROPERTIES)
-    # the checkpoint is the seed-0 initialisation: same latents, same probe scores
-    assert result["results"]["checkpoint"]["r2"] == result["results"]["random init (seed 0)"]["r2"]
+    # the checkpoint is the seed-0 initialisation: same latents, same probe scores, also with its own backbone
+    r2 = {name: row["r2"] for name, row in result["results"].items()}
+    assert r2["checkpoint"] == r2["random init (seed 0)"] == r2[encoders[0]]
+    assert r2[encoders[1]] != r2["random init (seed 1)"]  # the seed-1 encoder on the checkpoint's aggregator
+    assert "ckpt > best random encoder + std" in printed
+    for row in result["summary"].values():  # the random encoders are reported, not part of the target
+        assert row["beats_random"] == (row["checkpoint"] > row["random_best"] + row["random_std"])
+        assert row["beats_random_encoder"] == (row["checkpoint"] > row["random_encoder_best"] + row["random_encoder_std"])
     assert all(r["disagreement"] is not None for r in result["results"].values())
     scenes = sorted(rooms.iterdir())
     (tmp_path / "bare").mkdir()
@@ -131,7 +138,8 @@ def test_probe_of_a_view_slot_model_adds_the_no_slot_baseline_and_latent_usage(r
     assert "random init, no view slots (1 seeds)" in printed
     assert "latent usage on 12 held-out rooms (6 spread views, first 3 context)" in printed
     result = json.loads(out.read_text())
-    assert set(result["results"]) == {"checkpoint", "random init (seed 0)", "random init, no view slots (seed 0)", "thumbnails"}
+    assert set(result["results"]) == {"checkpoint", "random init (seed 0)", "random init, no view slots (seed 0)", "thumbnails",
+                                      "random encoder, trained backbone (seed 0)"}  # fmt: skip
     for prop, row in result["summary"].items():  # beating the baseline means beating both random-init rows
         assert row["beats_random"] == (row["checkpoint"] > row["random_best"] + row["random_std"]
                                        and row["checkpoint"] > row["random_no_slots_best"] + row["random_no_slots_std"]), prop  # fmt: skip

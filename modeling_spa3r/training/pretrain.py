@@ -65,6 +65,11 @@ class ModelArguments:
     sampled_depth_target: bool | None = field(
         default=None, metadata={"help": "override config.sampled_depth_target: depth teacher only where sampled"}
     )
+    backbone_supervision_weight: float | None = field(
+        default=None,
+        metadata={"help": "override config.backbone_supervision_weight: per-view geometry loss on a trained "
+                  "aggregator's context features (needs --targets rendered and train_backbone=true; 0 = off)"},
+    )
 
 
 @dataclass
@@ -332,6 +337,7 @@ def build_model(model_args: ModelArguments) -> Spa3RForPretraining:
             ("loss_views", model_args.loss_views),
             ("teacher_dtype", model_args.teacher_dtype),
             ("sampled_depth_target", model_args.sampled_depth_target),
+            ("backbone_supervision_weight", model_args.backbone_supervision_weight),
         )
         if value is not None
     }
@@ -348,13 +354,20 @@ def build_model(model_args: ModelArguments) -> Spa3RForPretraining:
 
 
 def check_teachers_needed(model: Spa3RForPretraining, model_args: ModelArguments, data: DataArguments) -> None:
-    """Refuse to train against randomly initialised teachers."""
+    """Refuse to train against randomly initialised teachers, or to supervise a backbone without rendered targets."""
     uses_teachers = data.targets == "teachers" or data.cameras == "teacher" or not model.config.train_backbone
     if uses_teachers and not (model_args.teachers_path or model_args.model_name_or_path):
         raise ValueError(
             "this setup uses the frozen teachers (aggregator / camera head / depth head / DINOv3) but none were "
             "loaded: pass --teachers_path (or --model_name_or_path of a checkpoint saved with its teachers), or "
             "use --targets rendered --cameras ground_truth with a config that has train_backbone=true"
+        )
+    weight = model.config.backbone_supervision_weight
+    if weight and (data.targets != "rendered" or not model.config.train_backbone):
+        raise ValueError(
+            f"backbone_supervision_weight={weight} trains the aggregator on the rendered normals and depth of its "
+            f"views: it needs --targets rendered (got {data.targets!r}) and a config with train_backbone=true (got "
+            f"{model.config.train_backbone})"
         )
     if data.targets == "rendered" and model.config.semantic_teacher_config is not None:
         logger.warning("targets='rendered': the semantic teacher is configured but not used")

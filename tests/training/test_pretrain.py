@@ -16,13 +16,16 @@ from safetensors.torch import load_file
 from modeling_spa3r import Spa3RConfig, Spa3RForPretraining
 from modeling_spa3r.data.datasets import MultiViewDataset, sample_spread_indices
 from modeling_spa3r.inference import load_spa3r_encoder
-from modeling_spa3r.modeling_spa3r import relative_to_first_context_view
+from modeling_spa3r.modeling_spa3r import relative_to_first_context_view, smooth_l1_and_cosine
 from modeling_spa3r.training.pretrain import (
     DataArguments,
     EpochBatchSampler,
     PretrainingCollator,
+    ModelArguments,
     SceneMixture,
     build_datasets,
+    build_model,
+    check_teachers_needed,
     main,
 )
 from modeling_spa3r.training.presets import load_preset
@@ -195,6 +198,46 @@ def test_loss_views_and_representation_vs_probe_terms(images):
         torch.testing.assert_close(out.representation_loss, out.loss - out.losses["depth_prob"])
     with pytest.raises(ValueError, match="loss_views must be 'all' or 'target'"):
         Spa3RConfig(loss_views="context")
+
+
+def test_backbone_supervision_trains_the_aggregator_on_the_context_views_own_geometry(images):
+    targets = batch_targets(classes=29)
+    extrinsics, intrinsics = cameras()
+    inputs = dict(view_mask=VIEW_MASK, extrinsics=extrinsics, intrinsics=intrinsics, **targets)
+    plain_model, supervised_model = rendered_model(), rendered_model(backbone_supervision_weight=0.5)
+    missing, unexpected = supervised_model.load_state_dict(plain_model.state_dict(), strict=False)
+    assert plain_model.backbone_geo is None and missing == ["backbone_geo.weight", "backbone_geo.bias"] and not unexpected
+    plain, supervised = plain_model(images, **inputs), supervised_model(images, **inputs)
+    assert "backbone_geo/l1" not in plain.losses  # off by default
+    torch.testing.assert_close(supervised.pred_geo, plain.pred_geo)  # same student; only a loss term is added
+    context_geo = torch.stack([targets["geometry_targets"][b, (~VIEW_MASK[b]).nonzero()[:, 0]] for b in range(2)])
+    predicted = supervised_model.backbone_geo(supervised.context_features)  # (B, 2 context views, Np, 4)
+    l1, cos = smooth_l1_and_cosine(predicted, context_geo)
+    torch.testing.assert_close(supervised.losses["backbone_geo/l1"], 0.5 * l1)
+    torch.testing.assert_close(supervised.losses["backbone_geo/cos"], 0.5 * cos)
+    torch.testing.assert_close(supervised.representation_loss, plain.representation_loss)  # PSFM terms unchanged
+    torch.testing.assert_close(supervised.loss, plain.loss + 0.5 * (l1 + cos))
+    supervised_model.zero_grad()
+    (supervised.losses["backbone_geo/l1"] + supervised.losses["backbone_geo/cos"]).backward()
+    assert supervised_model.spa3r.aggregator.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in supervised_model.spa3r.encoder.parameters())  # it shapes the backbone only
+    with pytest.raises(ValueError, match="backbone_supervision_weight trains the aggregator: it needs train_backbone"):
+        Spa3RConfig(backbone_supervision_weight=1.0)
+    with pytest.raises(ValueError, match="backbone_supervision_weight must be >= 0"):
+        Spa3RConfig(backbone_supervision_weight=-1.0, train_backbone=True)
+
+
+def test_backbone_supervision_override_and_its_refusals():
+    tiny = str(REPO / "configuration" / "models" / "spa3r-synthetic-tiny.json")
+    model = build_model(ModelArguments(config_name=tiny, backbone_supervision_weight=2.0))
+    assert model.config.backbone_supervision_weight == 2.0 and model.backbone_geo.out_features == 4
+    check_teachers_needed(model, ModelArguments(), DataArguments(targets="rendered", cameras="ground_truth"))
+    with pytest.raises(ValueError, match="it needs --targets rendered \\(got 'teachers'\\)"):
+        check_teachers_needed(model, ModelArguments(teachers_path="teachers"), DataArguments(targets="teachers"))
+    frozen = build_model(ModelArguments(config_name=tiny, backbone_supervision_weight=1.0))
+    frozen.config.train_backbone = False
+    with pytest.raises(ValueError, match="a config with train_backbone=true \\(got False\\)"):
+        check_teachers_needed(frozen, ModelArguments(teachers_path="teachers"), DataArguments(targets="rendered"))
 
 
 @pytest.mark.parametrize(

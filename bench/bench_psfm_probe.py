@@ -1,6 +1,6 @@
 """Did PSFM pretraining put the room into the latent? Linear probes of room-level properties on held-out rooms.
 
-    python bench/bench_psfm_probe.py [--preset spa3r-synthetic-room --train-rooms 120 --heldout-rooms 40 --views 4]
+    python bench/bench_psfm_probe.py [--preset spa3r-synthetic-room --train-rooms 480 --heldout-rooms 40 --views 4]
 
 1. renders train and held-out synthetic rooms with disjoint scene seeds (`spa3r synth`'s generator; cached in
    `--data`, reused when the settings match);
@@ -120,7 +120,8 @@ def pretrain(train_rooms: list[Path], args) -> tuple[Path, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="spa3r-synthetic-room", help="pretraining preset (name or file)")
-    parser.add_argument("--train-rooms", type=int, default=120)
+    parser.add_argument("--train-rooms", type=int, default=480,
+                        help="pretraining and probe-fitting rooms (120 left the random-init rows too noisy to rank runs)")
     parser.add_argument("--heldout-rooms", type=int, default=40)
     parser.add_argument("--frames", type=int, default=32, help="frames per room trajectory")
     parser.add_argument("--width", type=int, default=112, help="rendered width")

@@ -362,8 +362,9 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     if weak_result(table):
         print("\nTHE RESULT IS WEAK: at least one variant collapses or does not beat the blind prior overall (see the "
               "caption above). A stronger check: --scenes, --pretrain-steps, --sft-epochs (see --help). Known at this "
-              "scale: the PSFM latent does not yet hold more of the room than a random initialisation (python "
-              "bench/bench_psfm_probe.py prints TARGET NOT MET), so Spa3-VLM has little geometry to gain from.")
+              "scale: the PSFM latent beats a random initialisation on only some room properties and holds less of the "
+              "room than random encoders on its own trained backbone (python bench/bench_psfm_probe.py prints TARGET "
+              "NOT MET), so Spa3-VLM has little geometry to gain from.")
     print(f"\nPSFM representation loss, train {losses['representation_loss'][0]:.3f} → {losses['representation_loss'][1]:.3f}"
           f", held-out rooms {losses['eval_representation_loss'][0]:.3f} → {losses['eval_representation_loss'][1]:.3f}; "
           f"held-out field cosine {cosines}")

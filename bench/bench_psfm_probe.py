@@ -68,6 +68,9 @@ inits alone spread from 0.137 to 0.179 (4 views) and 0.127 to 0.286 (3 views): t
   backbone 0.419 ± 0.015, 0/6. Latent usage 31.2 % (context) / 29.4 % (target views), before 26.8 % / 10.6 %.
   Object count and category count score below zero for every representation, the rendered depth included.
   Wall time 951 s (rooms 139, pretrain 699, probe 114).
+- 64 queries instead of 16 (`--steps 2000 --pretrain-args --config_name <preset model + num_queries 64>`): one run
+  probed 0.429, level with the random encoders on its backbone (0.393-0.435), but the bench run gave 0.375 (random
+  init 0.294 ± 0.037, random encoders 0.416 ± 0.006; 3/6 and 2/6, the wins on near-zero properties). Not adopted.
 """
 
 from __future__ import annotations

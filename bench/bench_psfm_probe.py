@@ -156,13 +156,14 @@ def main(argv=None) -> int:
     print(f"\nheld-out R² of ridge probes, {len(train_rooms)} train / {len(heldout_rooms)} held-out rooms (disjoint seeds), "
           f"{args.views} spread views, {args.pooling} latent, preset {args.preset}:")  # fmt: skip
     print(comparison.table())
-    wins = sum(row["beats_random"] for row in comparison.summary().values())
+    summary = comparison.summary()
+    wins = sum(row["beats_random"] for row in summary.values())
     print(f"pretrained beats the best random-init seed (of every random-init row) by more than the seed std on "
-          f"{wins}/{len(comparison.summary())} properties (target: a clear majority)")  # fmt: skip
-    if wins <= len(comparison.summary()) // 2:
+          f"{wins}/{len(summary)} properties (target: a clear majority)")  # fmt: skip
+    if wins <= len(summary) // 2:
         print("TARGET NOT MET: this pretraining did not put more of the room into the latent than a random "
               "initialisation holds; do not read the latent as a learned scene representation.")
-    encoder_wins = [row["beats_random_encoder"] for row in comparison.summary().values() if "beats_random_encoder" in row]
+    encoder_wins = [row["beats_random_encoder"] for row in summary.values() if "beats_random_encoder" in row]
     if encoder_wins:
         print(f"and the random encoders on its own trained backbone on {sum(encoder_wins)}/{len(encoder_wins)} properties "
               "(what the PSFM encoder adds to the backbone's features)")  # fmt: skip

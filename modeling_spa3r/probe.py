@@ -305,12 +305,12 @@ class Comparison:
                     key = GROUP_KEYS[group]
                     row.update({f"{key}_mean": float(values.mean()), f"{key}_std": float(values.std()),
                                 f"{key}_best": float(values.max())})  # fmt: skip
-                    beats[key] = row.get("checkpoint", -np.inf) > values.max() + values.std()
-                row["random_best"] = max(row[f"{GROUP_KEYS[g]}_best"] for g in groups if g.startswith("random init"))
+                    beats[group] = row.get("checkpoint", -np.inf) > values.max() + values.std()
+                row["random_best"] = max(row[f"{GROUP_KEYS[g]}_best"] for g in groups if g != RANDOM_ENCODER)
                 if "checkpoint" in row:
-                    row["beats_random"] = bool(all(won for key, won in beats.items() if key != "random_encoder"))
-                    if "random_encoder" in beats:
-                        row["beats_random_encoder"] = bool(beats["random_encoder"])
+                    row["beats_random"] = bool(all(won for group, won in beats.items() if group != RANDOM_ENCODER))
+                    if RANDOM_ENCODER in beats:
+                        row["beats_random_encoder"] = bool(beats[RANDOM_ENCODER])
             rows[prop] = row
         return rows
 

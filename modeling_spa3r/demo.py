@@ -104,7 +104,7 @@ def pretrain(data: Path, summary: dict, out: Path, settings: DemoSettings, seed:
 def plot_pretraining_losses(run_dir: Path, png: Path) -> dict:
     """
     Train and held-out loss curves of the PSFM run → PNG. Left: the representation-shaping loss and the detached
-    depth probe, train (lines) vs held-out rooms (markers); right: the shaping terms one by one. Returns the first
+    depth probe, train (lines) vs held-out rooms (markers); right: every loss term one by one. Returns the first
     and last logged value of each train and held-out curve (`loss`, `eval_loss`, ...).
     """
     import matplotlib
@@ -116,7 +116,7 @@ def plot_pretraining_losses(run_dir: Path, png: Path) -> dict:
     train = [entry for entry in history if "loss" in entry]
     held_out = [entry for entry in history if "eval_loss" in entry]
     terms = sorted(k for k in train[0] if "/" in k)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, names in ((left, ["representation_loss", "probe_loss"]), (right, terms)):
         for colour, name in zip(colours, names):
@@ -128,11 +128,12 @@ def plot_pretraining_losses(run_dir: Path, png: Path) -> dict:
         axis.set_xlabel("step")
         axis.set_yscale("log")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+    left.legend(fontsize=7)
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the curves, not over them
     left.set_ylabel("loss")
     left.set_title("representation-shaping loss vs detached probe")
-    right.set_title("shaping terms one by one")
-    figure.suptitle("Spa3R PSFM pretraining on synthetic rooms: train vs held-out rooms")
+    right.set_title("loss terms one by one (backbone_geo: backbone supervision,\nnot part of the representation loss)")
+    figure.suptitle("Spa3R PSFM pretraining on synthetic rooms: train (lines) vs held-out rooms (dashed, dots)")
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)

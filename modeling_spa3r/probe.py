@@ -2,7 +2,14 @@
 
     spa3r probe runs/spa3r --rooms data/heldout --train_rooms data/train [--views 4 --random_seeds 0 1 2]
 
-Rooms are scene folders with a `scene.json` (synthetic rooms from `spa3r synth`). Each room is encoded from K views
+Rooms are scene folders with a `scene.json` (synthetic rooms from `spa3r synth`). Two families of properties:
+- room properties, the same from any viewpoint (`room_properties`): floor area, length, width, object count,
+  categories, object spread;
+- the room's layout in the first view's frame (`room_layout`): distances from the first view's camera to the walls
+  ahead, behind, right and left of it, and the objects' mean centre ahead of / right of it. PSFM expresses every
+  camera relative to the first context view, so this layout is what its decoder needs from the latent to render
+  other views; a latent that holds it as a map can still hold the invariant sizes only non-linearly.
+Each room is encoded from K views
 spread evenly along its trajectory; the latent (Q, D) is pooled to one vector per room (`pooling`: "mean" over the
 queries, or "flatten" = all Q·D numbers, the default: the queries are distinct learned slots). A ridge regression per
 property (features and target standardised on the train rooms, strength chosen by 5-fold cross-validation there)
@@ -11,9 +18,9 @@ cross-fitted (5 folds, every room predicted by a probe that did not see it).
 
 Baselines at the same probe: the same architecture at random initialisation (one row per init seed, summarised as
 mean ± std), and `thumbnails`: the K views downsampled to 8×6 pixels and concatenated.
-View invariance: the held-out rooms are also encoded from two disjoint sets of K spread views (A and B); the
-probe's predictions from A and B are compared as rms(pred_A − pred_B) / std(target), 0 = the same prediction
-whatever views are seen.
+View invariance (room properties only; the layout changes with the first view): the held-out rooms are also encoded
+from two disjoint sets of K spread views (A and B); the probe's predictions from A and B are compared as
+rms(pred_A − pred_B) / std(target), 0 = the same prediction whatever views are seen.
 """
 
 from __future__ import annotations
@@ -28,8 +35,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-#: room-level properties probed, computed from scene.json (`room_properties`)
-PROPERTIES = ("floor_area", "room_length", "room_width", "object_count", "num_categories", "mean_object_distance")
+#: properties of the room itself, the same from any viewpoint (`room_properties`)
+ROOM_PROPERTIES = ("floor_area", "room_length", "room_width", "object_count", "num_categories", "mean_object_distance")
+#: the room's layout in the horizontal frame of the first view the encoder sees (`room_layout`)
+LAYOUT_PROPERTIES = ("wall_ahead", "wall_behind", "wall_right", "wall_left", "objects_ahead", "objects_right")
+PROPERTIES = ROOM_PROPERTIES + LAYOUT_PROPERTIES
+FAMILIES = {"room properties": ROOM_PROPERTIES, "layout in the first view's frame": LAYOUT_PROPERTIES}
 RIDGE_STRENGTHS = tuple(10.0 ** np.arange(-2, 5.5, 0.5))
 #: seed-row groups of `compare` and their keys in `Comparison.summary`
 RANDOM_ENCODER = "random encoder, trained backbone"
@@ -56,6 +67,45 @@ def room_properties(scene_json: dict) -> dict[str, float]:
         "object_count": float(len(objects)),
         "num_categories": float(len(categories)),
         "mean_object_distance": float(distances.mean()) if len(distances) else 0.0,
+    }
+
+
+def _distance_to_wall(position: np.ndarray, direction: np.ndarray, width: float, depth: float) -> float:
+    """Distance from `position` (x, y) inside the floor [0, width] × [0, depth] along the unit `direction` to a wall."""
+    limits = np.array([width, depth])
+    moving = np.abs(direction) > 1e-9
+    bounds = np.where(direction > 0, limits, 0.0)
+    return float(np.min((bounds - position)[moving] / direction[moving]))
+
+
+def room_layout(scene_json: dict, frame: int) -> dict[str, float]:
+    """The room's layout seen from camera `frame` of scene.json (floor [0, width] × [0, depth], z up; OpenCV
+    camera-to-world poses): along the camera's horizontal viewing direction the distance to the wall ahead and the
+    wall behind it, along its horizontal right the distance to the walls right and left of it (m), and the mean
+    object centre's offset ahead of and right of the camera (m)."""
+    try:
+        room, camera, objects = scene_json["room"], scene_json["camera"], scene_json["objects"]
+        width, depth = float(room["width"]), float(room["depth"])
+        cam_to_world = np.asarray(camera["cam_to_world"][frame], dtype=np.float64)
+        centres = np.array([obj["center"] for obj in objects], dtype=np.float64).reshape(-1, 3)
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"scene.json lacks room width/depth, camera.cam_to_world[{frame}] or object centres: {error!r}") from error
+    if camera.get("pose", "camera_to_world") != "camera_to_world" or camera.get("convention", "opencv") != "opencv":
+        raise ValueError(f"room_layout reads OpenCV camera-to-world poses, scene.json has {camera.get('convention')!r} "
+                         f"{camera.get('pose')!r}")  # fmt: skip
+    position, forward = cam_to_world[:2, 3], cam_to_world[:2, 2]  # OpenCV: the camera looks along its z axis
+    if np.linalg.norm(forward) < 1e-6:
+        raise ValueError(f"camera {frame} looks straight up or down: it has no horizontal viewing direction")
+    forward = forward / np.linalg.norm(forward)
+    right = np.array([forward[1], -forward[0]])  # z up: right of the viewing direction
+    objects_offset = (centres[:, :2] - position).mean(0) if len(centres) else np.zeros(2)
+    return {
+        "wall_ahead": _distance_to_wall(position, forward, width, depth),
+        "wall_behind": _distance_to_wall(position, -forward, width, depth),
+        "wall_right": _distance_to_wall(position, right, width, depth),
+        "wall_left": _distance_to_wall(position, -right, width, depth),
+        "objects_ahead": float(objects_offset @ forward),
+        "objects_right": float(objects_offset @ right),
     }
 
 
@@ -102,7 +152,8 @@ def pool_latent(latents: torch.Tensor, pooling: str) -> np.ndarray:
 
 @dataclass
 class RoomSet:
-    """Per room: its properties and, per view set ("main", "A", "B"), its views."""
+    """Per room: its properties (the layout seen from the "main" set's first view) and, per view set ("main", "A",
+    "B"), its views."""
 
     rooms: list[Path]
     targets: np.ndarray  # (N, P) in PROPERTIES order
@@ -115,9 +166,9 @@ def load_rooms(rooms: list[Path], num_views: int, width: int, view_sets=("main",
     targets, views = [], {name: [] for name in view_sets}
     for room in tqdm(rooms, desc="rooms", unit="room", disable=not progress):
         meta = json.loads((room / "scene.json").read_text())
-        properties = room_properties(meta)
-        targets.append([properties[name] for name in PROPERTIES])
         num_frames = len(list((room / "color").iterdir()))
+        properties = {**room_properties(meta), **room_layout(meta, spread_frames(num_frames, num_views, offsets["main"])[0])}
+        targets.append([properties[name] for name in PROPERTIES])
         for name in view_sets:
             views[name].append(room_views(room, spread_frames(num_frames, num_views, offsets[name]), width))
     return RoomSet(rooms, np.array(targets, dtype=np.float64), views)
@@ -197,7 +248,7 @@ def cross_fitted(x: np.ndarray, y: np.ndarray, num_folds: int = 5) -> np.ndarray
 
 @dataclass
 class ProbeResult:
-    """R² per property on the held-out rooms and the A/B view disagreement per property (None when not measured)."""
+    """R² per property on the held-out rooms and the A/B view disagreement per room property (None when not measured)."""
 
     r2: dict[str, float]
     disagreement: dict[str, float] | None = None
@@ -205,6 +256,10 @@ class ProbeResult:
     @property
     def mean_r2(self) -> float:
         return float(np.mean(list(self.r2.values())))
+
+    def family_r2(self, family: str) -> float:
+        """Mean R² over one of `FAMILIES`."""
+        return float(np.mean([self.r2[name] for name in FAMILIES[family]]))
 
 
 def probe_features(
@@ -226,7 +281,7 @@ def probe_features(
             diff = probe.predict(test_x_a) - probe.predict(test_x_b)
             disagreement = np.sqrt((diff**2).mean(0)) / (test_y.std(0) + 1e-12)
     r2 = dict(zip(PROPERTIES, r2_scores(pred, test_y).tolist()))
-    return ProbeResult(r2, None if disagreement is None else dict(zip(PROPERTIES, disagreement.tolist())))
+    return ProbeResult(r2, None if disagreement is None else dict(zip(ROOM_PROPERTIES, disagreement[: len(ROOM_PROPERTIES)].tolist())))
 
 
 def probe_encoder(encoder, train: RoomSet | None, test: RoomSet, pooling: str = "flatten") -> ProbeResult:
@@ -330,21 +385,21 @@ class Comparison:
             return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
         summary = self.summary()
-        for prop in PROPERTIES:
-            cells = [prop] + [f"{self.results[n].r2[prop]:.3f}" for n in named]
-            cells += [spread([r.r2[prop] for r in seeds]) for seeds in groups.values()]
-            if groups and "checkpoint" in named:
-                cells.append("yes" if summary[prop]["beats_random"] else "no")
-            if encoder_row:
-                cells.append("yes" if summary[prop]["beats_random_encoder"] else "no")
+        for family, properties in FAMILIES.items():
+            for prop in properties:
+                cells = [prop] + [f"{self.results[n].r2[prop]:.3f}" for n in named]
+                cells += [spread([r.r2[prop] for r in seeds]) for seeds in groups.values()]
+                if groups and "checkpoint" in named:
+                    cells.append("yes" if summary[prop]["beats_random"] else "no")
+                if encoder_row:
+                    cells.append("yes" if summary[prop]["beats_random_encoder"] else "no")
+                lines.append("| " + " | ".join(cells) + " |")
+            cells = [f"**mean R², {family}**"] + [f"{self.results[n].family_r2(family):.3f}" for n in named]
+            cells += [spread([r.family_r2(family) for r in seeds]) for seeds in groups.values()]
+            for flag, shown in (("beats_random", groups and "checkpoint" in named), ("beats_random_encoder", encoder_row)):
+                if shown:
+                    cells.append(f"{sum(summary[prop][flag] for prop in properties)}/{len(properties)}")
             lines.append("| " + " | ".join(cells) + " |")
-        cells = ["**mean R²**"] + [f"{self.results[n].mean_r2:.3f}" for n in named]
-        cells += [spread([r.mean_r2 for r in seeds]) for seeds in groups.values()]
-        if groups and "checkpoint" in named:
-            cells.append(f"{sum(row['beats_random'] for row in summary.values())}/{len(PROPERTIES)}")
-        if encoder_row:
-            cells.append(f"{sum(row['beats_random_encoder'] for row in summary.values())}/{len(PROPERTIES)}")
-        lines.append("| " + " | ".join(cells) + " |")
         if all(r.disagreement is not None for r in self.results.values()):
             cells = ["view disagreement A/B (↓)"] + [f"{np.mean(list(self.results[n].disagreement.values())):.3f}" for n in named]
             cells += [spread([np.mean(list(r.disagreement.values())) for r in seeds]) for seeds in groups.values()]
@@ -352,11 +407,18 @@ class Comparison:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def wins(self, flag: str = "beats_random") -> dict[str, int]:
+        """Properties won per family (and "all") by the checkpoint: `flag` is "beats_random" (the target) or
+        "beats_random_encoder"."""
+        summary = self.summary()
+        counts = {family: sum(summary[prop].get(flag, False) for prop in props) for family, props in FAMILIES.items()}
+        return {**counts, "all": sum(counts.values())}
+
     def to_json(self) -> dict:
         return {
             "num_train_rooms": self.num_train,
             "num_test_rooms": self.num_test,
-            "properties": list(PROPERTIES),
+            "properties": {family: list(props) for family, props in FAMILIES.items()},
             "results": {n: {"r2": r.r2, "mean_r2": r.mean_r2, "disagreement": r.disagreement} for n, r in self.results.items()},
             "summary": self.summary(),
         }
@@ -490,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spa3r probe",
         description=(
-            "Linear (ridge) probes of room-level properties (from scene.json) from a Spa3R checkpoint's latents, "
+            "Linear (ridge) probes of room properties and of the room's layout in the first view's frame (from "
+            "scene.json) from a Spa3R checkpoint's latents, "
             "against the same architecture at random initialisation and an 8x6-thumbnail baseline."
         ),
     )
@@ -532,4 +595,7 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["PROPERTIES", "LatentUsage", "RidgeProbe", "compare", "latent_usage", "room_properties", "spread_frames"]
+__all__ = [
+    "FAMILIES", "LAYOUT_PROPERTIES", "PROPERTIES", "ROOM_PROPERTIES", "LatentUsage", "RidgeProbe", "compare",
+    "latent_usage", "room_layout", "room_properties", "spread_frames",
+]

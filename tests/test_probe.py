@@ -9,7 +9,9 @@ import torch
 
 from modeling_spa3r import Spa3RConfig, Spa3RForPretraining
 from modeling_spa3r.cli import main as cli_main
-from modeling_spa3r.probe import PROPERTIES, RidgeProbe, r2_scores, random_init_encoder, room_properties, spread_frames
+from modeling_spa3r.probe import (
+    PROPERTIES, ROOM_PROPERTIES, RidgeProbe, r2_scores, random_init_encoder, room_layout, room_properties, spread_frames,
+)
 
 from .fixtures_training import REPO
 
@@ -56,6 +58,37 @@ def test_room_properties_from_scene_json():
         room_properties({"room": {"width": 3.0}, "objects": []})
 
 
+def _camera(position, yaw, pitch=0.0):
+    """OpenCV camera-to-world pose (z up world) at `position` looking along yaw (from +x towards +y), tilted down by
+    `pitch` (radians)."""
+    forward = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), -np.sin(pitch)])
+    right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
+    down = np.cross(forward, right)
+    pose = np.eye(4)
+    pose[:3, :3] = np.stack([right, down, forward], axis=1)
+    pose[:3, 3] = position
+    return pose.tolist()
+
+
+def test_room_layout_in_the_first_views_frame():
+    objects = [{"category": "chair", "center": [3.0, 2.0, 0.5]}, {"category": "table", "center": [1.0, 5.0, 0.5]}]
+    poses = [_camera([1.0, 2.0, 1.5], 0.0), _camera([1.0, 2.0, 1.5], np.pi / 2, pitch=0.5), _camera([2.0, 3.0, 1.5], 0.0, pitch=np.pi / 2)]
+    scene = {"room": {"width": 4.0, "depth": 6.0}, "objects": objects,
+             "camera": {"cam_to_world": poses, "convention": "opencv", "pose": "camera_to_world"}}  # fmt: skip
+    # looking along +x from (1, 2): the wall x=4 ahead, x=0 behind, y=0 right, y=6 left; objects' mean (2, 3.5)
+    expected = {"wall_ahead": 3.0, "wall_behind": 1.0, "wall_right": 2.0, "wall_left": 4.0, "objects_ahead": 1.0, "objects_right": -1.5}
+    assert room_layout(scene, 0) == pytest.approx(expected)
+    # turned to +y and tilted down: only the horizontal viewing direction counts
+    turned = {"wall_ahead": 4.0, "wall_behind": 2.0, "wall_right": 3.0, "wall_left": 1.0, "objects_ahead": 1.5, "objects_right": 1.0}
+    assert room_layout(scene, 1) == pytest.approx(turned)
+    with pytest.raises(ValueError, match="camera 2 looks straight up or down"):
+        room_layout(scene, 2)
+    with pytest.raises(ValueError, match=r"camera.cam_to_world\[3\]"):
+        room_layout(scene, 3)
+    with pytest.raises(ValueError, match="reads OpenCV camera-to-world poses"):
+        room_layout({**scene, "camera": {**scene["camera"], "convention": "opengl"}}, 0)
+
+
 def test_ridge_probe_recovers_a_linear_map_and_not_noise():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 30))
@@ -96,6 +129,7 @@ def test_spa3r_probe_command(probe_checkpoint, probe_rooms, tmp_path, capsys):
                      "--json", str(out)]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "held-out R² on 12 rooms (5-fold cross-fitting), 2 views" in printed and "| floor_area |" in printed
+    assert "| wall_ahead |" in printed and "**mean R², layout in the first view's frame**" in printed
     result = json.loads(out.read_text())
     encoders = [f"random encoder, trained backbone (seed {seed})" for seed in (0, 1)]  # a from-scratch backbone
     assert set(result["results"]) == {"checkpoint", "random init (seed 0)", "random init (seed 1)", "thumbnails", *encoders}
@@ -108,7 +142,8 @@ def test_spa3r_probe_command(probe_checkpoint, probe_rooms, tmp_path, capsys):
     for row in result["summary"].values():  # the random encoders are reported, not part of the target
         assert row["beats_random"] == (row["checkpoint"] > row["random_best"] + row["random_std"])
         assert row["beats_random_encoder"] == (row["checkpoint"] > row["random_encoder_best"] + row["random_encoder_std"])
-    assert all(r["disagreement"] is not None for r in result["results"].values())
+    # view disagreement only for the room properties: the layout moves with the first view
+    assert all(list(r["disagreement"]) == list(ROOM_PROPERTIES) for r in result["results"].values())
     scenes = sorted(rooms.iterdir())
     (tmp_path / "bare").mkdir()
     for scene in scenes[:3]:  # rooms without scene.json cannot be probed

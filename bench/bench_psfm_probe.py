@@ -84,6 +84,22 @@ behind 0.016, right 0.523, left 0.594; objects ahead 0.717, right 0.587) vs rand
 random encoders on the trained backbone 0.537 ± 0.011. Counts: 4/6 layout + 3/6 room = 7/12 against random init
 (TARGET NOT MET: not two thirds), 2/6 + 0/6 against the random encoders. The latent holds the layout in its frame
 better than any random init, but not more of it than random pooling of its own supervised backbone.
+- Loss on the target views only (`loss_views: target`, the preset now) against all views, each run
+  `python bench/bench_psfm_probe.py [--seed 1 --data <seed-1 rooms>] --pretrain-args --loss_views target|all`
+  (the seed changes the rooms, held-out ones included, and the pretraining; nothing else running on the 2 cores):
+
+  | seed, loss views | room mean R² | layout mean R² | > random init | > random encoders | A/B disagreement | latent usage context / target | wall (s) |
+  |---|---:|---:|---:|---:|---:|---:|---:|
+  | 0, all | 0.387 | 0.549 | 7/12 (3 + 4) | 0/12 | 0.424 | 31.2 % / 29.4 % | 928 |
+  | 0, target | 0.450 | 0.560 | 9/12 (4 + 5) | 2/12 | 0.261 | 24.2 % / 25.6 % | 868 |
+  | 1, all | 0.396 | 0.549 | 7/12 (2 + 5) | 0/12 | 0.293 | 44.5 % / 42.8 % | 846 |
+  | 1, target | 0.407 | 0.534 | 7/12 (2 + 5) | 3/12 | 0.327 | 33.7 % / 36.3 % | 990 (rooms rendered: 144) |
+
+  Seed 0 meets the target (9/12: floor area, length, width and object spread above every random-init seed); seed 1
+  does not (7/12), where the released architecture's random init is stronger on the same rooms (room properties
+  0.391 ± 0.021 against 0.279 ± 0.034 at seed 0). Target-view loss is ahead on room properties at both seeds (+0.063,
+  +0.011) and is the only one to beat the random encoders anywhere; the layout is level. So the target is met on one
+  of two seeds: not yet reliably.
 """
 
 from __future__ import annotations

@@ -363,9 +363,11 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     if weak_result(table):
         print("\nTHE RESULT IS WEAK: at least one variant collapses or does not beat the blind prior overall (see the "
               "caption above). A stronger check: --scenes, --pretrain-steps, --sft-epochs (see --help). Known at this "
-              "scale: the PSFM latent beats a random initialisation on only some room properties and holds less of the "
-              "room than random encoders on its own trained backbone (python bench/bench_psfm_probe.py prints TARGET "
-              "NOT MET), so Spa3-VLM has little geometry to gain from.")
+              "scale: the small VLMs, with or without Spa3R, learn no more than the question text tells (their SFT "
+              "loss stays at the text's floor even after 20 epochs, and greedy digit-by-digit decoding can cut 3-digit "
+              "sizes to 2 digits); and the PSFM latent, though above random initialisation on most room and layout "
+              "properties (python bench/bench_psfm_probe.py), holds no more of the room than random encoders on its "
+              "own trained backbone.")
     print(f"\nPSFM representation loss, train {losses['representation_loss'][0]:.3f} → {losses['representation_loss'][1]:.3f}"
           f", held-out rooms {losses['eval_representation_loss'][0]:.3f} → {losses['eval_representation_loss'][1]:.3f}; "
           f"held-out field cosine {cosines}")

@@ -188,22 +188,23 @@ def main(argv=None) -> int:
     print(f"\nheld-out R² of ridge probes, {len(train_rooms)} train / {len(heldout_rooms)} held-out rooms (disjoint seeds), "
           f"{args.views} spread views, {args.pooling} latent, preset {args.preset}:")  # fmt: skip
     print(comparison.table())
-    wins, sizes = comparison.wins(), {family: len(props) for family, props in FAMILIES.items()}
-    counts = ", ".join(f"{wins[family]}/{size} {family}" for family, size in sizes.items())
+    def by_family(wins: dict[str, int]) -> str:
+        return ", ".join(f"{wins[family]}/{len(props)} {family}" for family, props in FAMILIES.items())
+
+    wins = comparison.wins()
     print(f"pretrained beats the best random-init seed (of every random-init row) by more than the seed std on "
-          f"{wins['all']}/{len(PROPERTIES)} properties ({counts}; target: a clear majority, at least two thirds)")  # fmt: skip
+          f"{wins['all']}/{len(PROPERTIES)} properties ({by_family(wins)}; target: a clear majority, at least two thirds)")  # fmt: skip
+    weak = [family for family, props in FAMILIES.items() if wins[family] <= len(props) // 2]
     if 3 * wins["all"] < 2 * len(PROPERTIES):
         print("TARGET NOT MET: this pretraining did not put more of the room into the latent than a random "
               "initialisation holds; do not read the latent as a learned scene representation.")
-    elif any(wins[family] <= size // 2 for family, size in sizes.items()):
-        weak = [family for family, size in sizes.items() if wins[family] <= size // 2]
+    elif weak:
         print(f"WEAK on the {' and '.join(weak)}: no majority there; the latent holds that family no better than a "
               "random initialisation in linear form.")
     if RANDOM_ENCODER in comparison.random_groups():
         encoder_wins = comparison.wins("beats_random_encoder")
-        print(f"and the random encoders on its own trained backbone on {encoder_wins['all']}/{len(PROPERTIES)} ("
-              + ", ".join(f"{encoder_wins[family]}/{size} {family}" for family, size in sizes.items())
-              + "; what the PSFM encoder adds to the backbone's features)")
+        print(f"and the random encoders on its own trained backbone on {encoder_wins['all']}/{len(PROPERTIES)} "
+              f"({by_family(encoder_wins)}; what the PSFM encoder adds to the backbone's features)")  # fmt: skip
     print(usage.lines())
     if usage.gain("target") < 0.05:
         print("WEAK: the decoder hardly needs the room's own latent for the held-out target views (< 5 % of their loss).")

@@ -319,6 +319,28 @@ def random_init_encoder(config, seed: int):
     return Spa3RForPretraining(config).spa3r.eval()
 
 
+def baseline_encoders(checkpoint, encoder, random_seeds=(0, 1, 2), progress: bool = True):
+    """The random baselines of a checkpoint, one at a time: `(f"{group} (seed {s})", encoder)` for the groups
+    "random init" (its architecture), "random init, no view slots" (the released architecture, for a model with view
+    slots) and `RANDOM_ENCODER` (its trained aggregator under a random encoder, for a model with a trained backbone)."""
+    from transformers import AutoConfig
+
+    import modeling_spa3r  # noqa: F401  (registers the Auto classes)
+
+    config = AutoConfig.from_pretrained(str(checkpoint))
+    baselines = {"random init": config}
+    if getattr(config, "view_slot_embeddings", 0):
+        baselines["random init, no view slots"] = type(config).from_dict({**config.to_dict(), "view_slot_embeddings": 0})
+    if config.train_backbone:
+        baselines[RANDOM_ENCODER] = config
+    for (group, baseline_config), seed in tqdm([(b, s) for b in baselines.items() for s in random_seeds],
+                                               desc="random inits", disable=not progress):  # fmt: skip
+        baseline = random_init_encoder(baseline_config, seed)
+        if group == RANDOM_ENCODER:
+            baseline.aggregator.load_state_dict(encoder.aggregator.state_dict())
+        yield f"{group} (seed {seed})", baseline
+
+
 @dataclass
 class Comparison:
     """Probe results by representation name; seed rows are kept under "<group> (seed S)", where the group is
@@ -429,31 +451,93 @@ def compare(
     width: int | None = None, random_seeds=(0, 1, 2), pooling: str = "flatten", progress: bool = True,
 ) -> Comparison:
     """Probe a Spa3R checkpoint against random inits of its architecture and the thumbnail baseline."""
-    from transformers import AutoConfig
-
     from .inference import load_spa3r_encoder
-
-    import modeling_spa3r  # noqa: F401  (registers the Auto classes)
 
     encoder, size = load_spa3r_encoder(str(checkpoint), device="cpu")
     width = width or size
     test = load_rooms(test_rooms, num_views, width, ("main", "A", "B"), progress)
     train = load_rooms(train_rooms, num_views, width, ("main",), progress) if train_rooms else None
     results = {"checkpoint": probe_encoder(encoder, train, test, pooling)}
-    config = AutoConfig.from_pretrained(str(checkpoint))
-    baselines = {"random init": config}
-    if getattr(config, "view_slot_embeddings", 0):
-        baselines["random init, no view slots"] = type(config).from_dict({**config.to_dict(), "view_slot_embeddings": 0})
-    if config.train_backbone:
-        baselines[RANDOM_ENCODER] = config
-    for (group, baseline_config), seed in tqdm([(b, s) for b in baselines.items() for s in random_seeds],
-                                               desc="random inits", disable=not progress):  # fmt: skip
-        baseline = random_init_encoder(baseline_config, seed)
-        if group == RANDOM_ENCODER:
-            baseline.aggregator.load_state_dict(encoder.aggregator.state_dict())
-        results[f"{group} (seed {seed})"] = probe_encoder(baseline, train, test, pooling)
+    for name, baseline in baseline_encoders(checkpoint, encoder, random_seeds, progress):
+        results[name] = probe_encoder(baseline, train, test, pooling)
     results["thumbnails"] = probe_thumbnails(train, test)
     return Comparison(results, 0 if train is None else len(train.rooms), len(test.rooms))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a SynthVSI task answered from the latent by a linear probe
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoomSizeReadout:
+    """SynthVSI's Room Size answered by a ridge probe on each representation: the VSI-Bench MRA (fraction in [0, 1])
+    over the questions; the checkpoint's score with a seeded 95 % bootstrap interval over the questions."""
+
+    n: int
+    scores: dict[str, float]  # "checkpoint", "<group> (seed S)", "thumbnails"
+    interval: tuple[float, float]
+
+    def groups(self) -> dict[str, list[float]]:
+        """Seed scores per random-baseline group."""
+        grouped: dict[str, list[float]] = {}
+        for name, score in self.scores.items():
+            if " (seed " in name:
+                grouped.setdefault(name.split(" (seed ")[0], []).append(score)
+        return grouped
+
+    def lines(self) -> list[str]:
+        low, high = self.interval
+        lines = [f"checkpoint: {100 * self.scores['checkpoint']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"]
+        for group, values in self.groups().items():
+            lines.append(f"{group}: {100 * np.mean(values):.1f} ± {100 * np.std(values):.1f} ({len(values)} seeds)")
+        lines.append(f"thumbnails: {100 * self.scores['thumbnails']:.1f}")
+        return lines
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "scores": self.scores, "interval": list(self.interval), "groups": self.groups()}
+
+
+def room_size_scores(train_x: np.ndarray, train_area: np.ndarray, test_x: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """Per question: the MRA of a ridge probe of floor area (fitted on the train rooms) against the answer."""
+    from .vsibench import mean_relative_accuracy
+
+    predictions = RidgeProbe().fit(train_x, train_area[:, None]).predict(test_x)[:, 0]
+    return np.array([mean_relative_accuracy(float(p), float(t)) for p, t in zip(predictions, truths)])
+
+
+def readout_room_size(
+    checkpoint, train_rooms: list[Path], questions: list[dict], rooms_root: Path, num_views: int = 4,
+    width: int | None = None, random_seeds=(0, 1, 2), pooling: str = "flatten", seed: int = 0, progress: bool = True,
+) -> RoomSizeReadout:
+    """
+    Answer SynthVSI room-size `questions` (records with `scene_name` and `ground_truth`; their rooms are
+    `rooms_root/<scene_name>`) from the pooled latent of `num_views` spread views: a ridge probe of floor area fitted
+    on `train_rooms`, scored like a VLM (MRA). The same for the random baselines of `compare` and the thumbnails:
+    whether the latent holds what a VLM on top of it is asked, apart from whether the VLM learns to read it.
+    """
+    from .inference import load_spa3r_encoder
+
+    if not questions:
+        raise ValueError("no room-size questions to read out")
+    encoder, size = load_spa3r_encoder(str(checkpoint), device="cpu")
+    width = width or size
+    train = load_rooms(train_rooms, num_views, width, ("main",), progress)
+    test = load_rooms([Path(rooms_root) / q["scene_name"] for q in questions], num_views, width, ("main",), progress)
+    area = train.targets[:, PROPERTIES.index("floor_area")]
+    truths = np.array([float(q["ground_truth"]) for q in questions])
+
+    def scores(features) -> np.ndarray:
+        return room_size_scores(features(train.views["main"]), area, features(test.views["main"]), truths)
+
+    per_question = scores(lambda views: encode_views(encoder, views, pooling))
+    results = {"checkpoint": float(per_question.mean())}
+    for name, baseline in baseline_encoders(checkpoint, encoder, random_seeds, progress):
+        results[name] = float(scores(lambda views: encode_views(baseline, views, pooling)).mean())
+    results["thumbnails"] = float(scores(lambda views: np.stack([thumbnails(v) for v in views])).mean())
+    resampled = np.random.default_rng(seed).integers(0, len(per_question), (1000, len(per_question)))
+    low, high = np.quantile(per_question[resampled].mean(1), [0.025, 0.975])
+    return RoomSizeReadout(len(questions), results, (float(low), float(high)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert rows["overall"]["scores"][name] == pytest.approx(report["results"][name]["results"]["overall"])
     assert set(report["held_out_field_cosine"]) == {"geometry", "semantics", "geometry mean-field baseline",
                                                     "semantics mean-field baseline"}  # fmt: skip
+    readout = report["room_size_readout"]  # the tiny split's two validation rooms each have a room-size question
+    assert readout["n"] == rows["room_size_estimation_MRA:.5:.95:.05"]["n"] > 0
+    assert "## Room Size from the Spa3R latent by a linear probe" in table
     curves = report["pretraining_loss_first_last"]  # train and held-out-room curves of the PSFM stage
     assert {"representation_loss", "probe_loss", "eval_representation_loss", "eval_probe_loss"} <= set(curves)
     # the no-geometry twin never sees Spa3R inputs
@@ -66,6 +69,25 @@ def _other_tools_load_the_outputs(out, capsys):
                      "--video-root", str(out / "data"), "--output-dir", str(out / "eval-again"), "--num-frames", "2",
                      "--limit", "3", "--no-progress"]) == 0  # fmt: skip
     assert len((out / "eval-again" / "predictions.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "latent, intervals, verdict",
+    [((0.30, 0.40), {"a": (0.2, 0.3), "b": (0.1, 0.3)}, "does not beat the blind prior"),
+     ((0.40, 0.50), {"a": (0.2, 0.3), "b": (0.1, 0.3)}, "neither VLM reads it out"),
+     ((0.40, 0.50), {"a": (0.36, 0.5), "b": (0.1, 0.3)}, "and a beats the blind prior on it")],
+)  # fmt: skip
+def test_readout_section_says_where_room_size_is_lost(latent, intervals, verdict):
+    from modeling_spa3r.probe import RoomSizeReadout
+    from modeling_spa3r.report import ResultsReport, TaskRow
+
+    row = TaskRow("room_size_estimation_MRA:.5:.95:.05", "Room Size", 18, 0.25, 0.35, {"a": 0.25, "b": 0.2}, intervals)
+    table = ResultsReport([row], ["a", "b"], "", 1000, 0, 0.8)
+    scores = {"checkpoint": sum(latent) / 2, "random init (seed 0)": 0.3, "random init (seed 1)": 0.32, "thumbnails": 0.3}
+    section = demo.readout_section(RoomSizeReadout(18, scores, latent), table)
+    assert verdict in section
+    assert f"checkpoint: {100 * sum(latent) / 2:.1f} [{100 * latent[0]:.1f}, {100 * latent[1]:.1f}]" in section
+    assert "random init: 31.0 ± 1.0 (2 seeds)" in section and "blind prior: 35.0; the VLMs: a 25.0, b 20.0" in section
 
 
 def test_demo_names_missing_training_packages(monkeypatch, capsys):

@@ -194,3 +194,38 @@ def test_latent_usage_of_one_room_is_zero_and_teacher_checkpoints_are_refused(re
         latent_usage(probe_checkpoint, one_room, progress=False)
     with pytest.raises(ValueError, match="num_context must be in"):
         latent_usage(rendered_slot_checkpoint, one_room, num_views=4, num_context=4, progress=False)
+
+
+def test_room_size_scores_are_the_vlm_score_of_the_probes_answers():
+    """An oracle feature answers every question exactly (MRA 1); a constant feature answers the train mean."""
+    from modeling_spa3r.probe import room_size_scores
+    from modeling_spa3r.vsibench import mean_relative_accuracy
+
+    rng = np.random.default_rng(0)
+    train_area, test_area = rng.uniform(10, 60, 40), rng.uniform(10, 60, 9)
+    oracle = room_size_scores(train_area[:, None], train_area, test_area[:, None], test_area)
+    assert oracle == pytest.approx(np.ones(9))
+    constant = room_size_scores(np.ones((40, 3)), train_area, np.ones((9, 3)), test_area)
+    assert constant == pytest.approx([mean_relative_accuracy(train_area.mean(), t) for t in test_area])
+
+
+def test_readout_room_size_scores_every_baseline_on_the_questions(rendered_slot_checkpoint, probe_rooms):
+    from modeling_spa3r.probe import find_rooms, readout_room_size
+
+    rooms = find_rooms(probe_rooms / "scenes")
+    questions = []
+    for room in rooms[8:]:
+        meta = json.loads((room / "scene.json").read_text())
+        questions.append({"scene_name": room.name, "ground_truth": f"{meta['room']['width'] * meta['room']['depth']:.1f}"})
+    readout = readout_room_size(rendered_slot_checkpoint, rooms[:8], questions, probe_rooms / "scenes", num_views=2,
+                                random_seeds=(0, 1), progress=False)  # fmt: skip
+    assert readout.n == 4
+    assert set(readout.groups()) == {"random init", "random init, no view slots", "random encoder, trained backbone"}
+    assert all(len(scores) == 2 for scores in readout.groups().values())
+    assert all(0.0 <= score <= 1.0 for score in readout.scores.values())
+    low, high = readout.interval
+    assert low <= readout.scores["checkpoint"] <= high
+    assert readout.lines()[0].startswith(f"checkpoint: {100 * readout.scores['checkpoint']:.1f} [")
+    assert json.loads(json.dumps(readout.to_json()))["n"] == 4
+    with pytest.raises(ValueError, match="no room-size questions"):
+        readout_room_size(rendered_slot_checkpoint, rooms[:8], [], probe_rooms / "scenes", progress=False)

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,11 @@ class DataArguments:
         default=None, metadata={"help": "frame rate of frame folders (None: max_frames frames uniformly)"}
     )
     max_visual_tokens_per_frame: int = field(default=576, metadata={"help": "caps Qwen's pixels per frame"})
+    video_cache_size: int = field(
+        default=0,
+        metadata={"help": "videos kept decoded in memory per data process (least recently used out; 0: none): "
+                  "many questions about one video then decode it once"},
+    )  # fmt: skip
 
 
 def read_records(path: str) -> list[dict]:
@@ -109,10 +115,14 @@ def read_records(path: str) -> list[dict]:
 class ConversationSamples:
     """VSI-590K-style records → TRL conversational vision samples `{"messages": [...], "images": [...]}`."""
 
-    def __init__(self, files: list[str], media_root: str | None, sampling: dict):
+    def __init__(self, files: list[str], media_root: str | None, sampling: dict, video_cache_size: int = 0):
         self.records = [record for path in files for record in read_records(path)]
         self.media_root = Path(media_root) if media_root else None
         self.sampling = sampling
+        if video_cache_size < 0:
+            raise ValueError(f"video_cache_size must be >= 0 (0: no cache), got {video_cache_size}")
+        self.video_cache_size = video_cache_size
+        self._decoded: OrderedDict[Path, list[Image.Image]] = OrderedDict()  # frame sampling is deterministic
         for index, record in enumerate(self.records):
             for media in self._media(record):
                 if not self._path(media).exists():
@@ -164,6 +174,18 @@ class ConversationSamples:
         return {"messages": messages, "images": frames}
 
     def _frames(self, path: Path) -> list[Image.Image]:
+        if path in self._decoded:
+            self._decoded.move_to_end(path)
+            return [frame.copy() for frame in self._decoded[path]]
+        frames = self._decode(path)
+        if self.video_cache_size > 0:
+            self._decoded[path] = frames
+            if len(self._decoded) > self.video_cache_size:
+                self._decoded.popitem(last=False)
+            return [frame.copy() for frame in frames]
+        return frames
+
+    def _decode(self, path: Path) -> list[Image.Image]:
         sampling = dict(self.sampling)
         if path.is_dir():
             if sampling.pop("frame_folder_fps") is None:
@@ -287,10 +309,10 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         "max_frames": data_args.max_frames,
         "frame_folder_fps": data_args.frame_folder_fps,
     }
-    train = ConversationSamples(data_args.train_file, data_args.media_root, sampling).dataset()
+    train = ConversationSamples(data_args.train_file, data_args.media_root, sampling, data_args.video_cache_size).dataset()
     evaluation = None
     if data_args.eval_file:
-        evaluation = ConversationSamples(data_args.eval_file, data_args.media_root, sampling).dataset()
+        evaluation = ConversationSamples(data_args.eval_file, data_args.media_root, sampling, data_args.video_cache_size).dataset()
     training_args.remove_unused_columns = False  # rows are decoded from `record_index` on access
     model = build_model(model_args)
     counts = set_trainable(model, model_args)

@@ -21,6 +21,30 @@ def sft_args(vlm_dir, root, output_dir, steps: int = 4) -> list[str]:
             "--disable_tqdm", "true"]  # fmt: skip
 
 
+def test_video_cache_decodes_each_video_once_and_changes_nothing(training_synth_root, monkeypatch):
+    import numpy as np
+
+    from modeling_spa3r.training import sft
+
+    files, root = [str(training_synth_root / "sft" / "synthvsi_train_sft.json")], str(training_synth_root)
+    plain, cached = ConversationSamples(files, root, SAMPLING), ConversationSamples(files, root, SAMPLING, video_cache_size=1)
+    decoded = []
+    real = sft.load_video_frames
+    monkeypatch.setattr(sft, "load_video_frames", lambda path, sampling: decoded.append(path) or real(path, sampling))
+    same_video = [i for i, r in enumerate(cached.records) if r["video"] == cached.records[0]["video"]]
+    other = next(i for i, r in enumerate(cached.records) if r["video"] != cached.records[0]["video"])
+    order = [same_video[0], same_video[1], other, same_video[0]]  # the cache holds one video: the last one is evicted
+    samples = [cached[i] for i in order]
+    assert len(decoded) == 3 and decoded[0] == decoded[2] != decoded[1]
+    samples[0]["images"][0].paste((0, 0, 0), (0, 0, 8, 8))  # a caller drawing on a frame does not reach the cache
+    for index, sample in zip(order, samples):
+        expected = plain[index]
+        assert sample["messages"] == expected["messages"]
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(cached[index]["images"], expected["images"]))
+    with pytest.raises(ValueError, match="video_cache_size must be >= 0"):
+        ConversationSamples(files, root, SAMPLING, video_cache_size=-1)
+
+
 def test_conversations_become_frames_and_image_turns(training_synth_root, tmp_path):
     samples = ConversationSamples([str(training_synth_root / "sft" / "synthvsi_train_sft.json")], str(training_synth_root), SAMPLING)
     sample = samples[0]

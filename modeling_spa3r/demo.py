@@ -3,14 +3,15 @@
 1. render synthetic rooms with exact geometry and SynthVSI questions (train/val splits by disjoint seeds);
 2. pretrain a small Spa3R with room-level PSFM (`spa3r-synthetic-room`) on the train rooms, with the held-out loss
    on the validation rooms; plot train and held-out loss curves and the predicted vs target feature fields of
-   held-out views of a validation room;
+   held-out views of a validation room; answer SynthVSI-val's room-size questions from the latent by a linear probe
+   (what the latent holds, apart from whether a VLM reads it);
 3. build a small Qwen2.5-VL (real classes, a tokenizer trained offline on the synthetic text) and from it a Spa3-VLM
    with the pretrained Spa3R, plus the same VLM without geometry;
 4. fine-tune both on SynthVSI-train with the SFT pipeline (`spa3-vlm-sft-cpu`);
 5. evaluate both on SynthVSI-val with the VSI-Bench scorer and print the per-task table side by side.
 
-Everything lands in `--out` (default `runs/demo`): `loss_curves.png`, `feature_fields.png`, `results.md`,
-`results.json`, the checkpoints and the predictions.
+Everything lands in `--out` (default `runs/demo`): `loss_curves.png`, `feature_fields.png`, `results.md` (with the
+room-size readout below the table), `results.json`, the checkpoints and the predictions.
 """
 
 import argparse
@@ -339,7 +340,7 @@ def readout_section(readout, table) -> str:
     lines = "\n".join(f"- {line}" for line in readout.lines())
     return (f"## Room Size from the Spa3R latent by a linear probe ({readout.n} questions)\n\n"
             f"A ridge probe of floor area on the pooled latent of the same number of spread frames, fitted on the "
-            f"train rooms, scored with the VSI-Bench MRA (95 % bootstrap interval); random baselines: mean ± std "
+            f"{readout.num_train} train rooms, scored with the VSI-Bench MRA (95 % bootstrap interval); random baselines: mean ± std "
             f"over init seeds.\n\n{lines}\n- blind prior: {100 * row.prior:.1f}; the VLMs: {vlms}\n\n{verdict}\n")
 
 
@@ -436,7 +437,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
-    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 444 s, --quick 84 s (the end of every "
+    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 487 s, --quick 101 s (the end of every "
                      "run prints its own seconds per stage).")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(

@@ -21,6 +21,9 @@ mean ± std), and `thumbnails`: the K views downsampled to 8×6 pixels and conca
 View invariance (room properties only; the layout changes with the first view): the held-out rooms are also encoded
 from two disjoint sets of K spread views (A and B); the probe's predictions from A and B are compared as
 rms(pred_A − pred_B) / std(target), 0 = the same prediction whatever views are seen.
+
+`readout_room_size` asks the same probe a VLM's question: SynthVSI's room-size questions answered from the latent
+(floor area fitted on train rooms) and scored with the VSI-Bench MRA, beside the same random baselines.
 """
 
 from __future__ import annotations
@@ -475,6 +478,7 @@ class RoomSizeReadout:
     over the questions; the checkpoint's score with a seeded 95 % bootstrap interval over the questions."""
 
     n: int
+    num_train: int  # rooms the probes are fitted on
     scores: dict[str, float]  # "checkpoint", "<group> (seed S)", "thumbnails"
     interval: tuple[float, float]
 
@@ -495,7 +499,7 @@ class RoomSizeReadout:
         return lines
 
     def to_json(self) -> dict:
-        return {"n": self.n, "scores": self.scores, "interval": list(self.interval), "groups": self.groups()}
+        return {"n": self.n, "num_train": self.num_train, "scores": self.scores, "interval": list(self.interval), "groups": self.groups()}
 
 
 def room_size_scores(train_x: np.ndarray, train_area: np.ndarray, test_x: np.ndarray, truths: np.ndarray) -> np.ndarray:
@@ -537,7 +541,7 @@ def readout_room_size(
     results["thumbnails"] = float(scores(lambda views: np.stack([thumbnails(v) for v in views])).mean())
     resampled = np.random.default_rng(seed).integers(0, len(per_question), (1000, len(per_question)))
     low, high = np.quantile(per_question[resampled].mean(1), [0.025, 0.975])
-    return RoomSizeReadout(len(questions), results, (float(low), float(high)))
+    return RoomSizeReadout(len(questions), len(train_rooms), results, (float(low), float(high)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

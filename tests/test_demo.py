@@ -84,8 +84,8 @@ def test_readout_section_says_where_room_size_is_lost(latent, intervals, verdict
     row = TaskRow("room_size_estimation_MRA:.5:.95:.05", "Room Size", 18, 0.25, 0.35, {"a": 0.25, "b": 0.2}, intervals)
     table = ResultsReport([row], ["a", "b"], "", 1000, 0, 0.8)
     scores = {"checkpoint": sum(latent) / 2, "random init (seed 0)": 0.3, "random init (seed 1)": 0.32, "thumbnails": 0.3}
-    section = demo.readout_section(RoomSizeReadout(18, scores, latent), table)
-    assert verdict in section
+    section = demo.readout_section(RoomSizeReadout(18, 75, scores, latent), table)
+    assert verdict in section and "fitted on the 75 train rooms" in section
     assert f"checkpoint: {100 * sum(latent) / 2:.1f} [{100 * latent[0]:.1f}, {100 * latent[1]:.1f}]" in section
     assert "random init: 31.0 ± 1.0 (2 seeds)" in section and "blind prior: 35.0; the VLMs: a 25.0, b 20.0" in section
 

@@ -219,7 +219,7 @@ def test_readout_room_size_scores_every_baseline_on_the_questions(rendered_slot_
         questions.append({"scene_name": room.name, "ground_truth": f"{meta['room']['width'] * meta['room']['depth']:.1f}"})
     readout = readout_room_size(rendered_slot_checkpoint, rooms[:8], questions, probe_rooms / "scenes", num_views=2,
                                 random_seeds=(0, 1), progress=False)  # fmt: skip
-    assert readout.n == 4
+    assert (readout.n, readout.num_train) == (4, 8)
     assert set(readout.groups()) == {"random init", "random init, no view slots", "random encoder, trained backbone"}
     assert all(len(scores) == 2 for scores in readout.groups().values())
     assert all(0.0 <= score <= 1.0 for score in readout.scores.values())

@@ -196,7 +196,8 @@ def build_vlms(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, s
     texts = [turn["value"].replace("<video>", "") for record in sft_records for turn in record["conversations"]]
     tokenizer = build_tokenizer(texts, vocab_size=settings.vocab_size)
     torch.manual_seed(seed)
-    qwen = Qwen2_5_VLForConditionalGeneration(small_qwen_config(tokenizer, hidden_size=settings.llm_hidden_size, num_heads=settings.llm_heads))
+    config = small_qwen_config(tokenizer, hidden_size=settings.llm_hidden_size, num_heads=settings.llm_heads)
+    qwen = Qwen2_5_VLForConditionalGeneration(config)
     qwen.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     qwen.generation_config.pad_token_id = tokenizer.pad_token_id
     qwen.save_pretrained(out / "qwen-small")
@@ -340,8 +341,8 @@ def readout_section(readout, table) -> str:
     lines = "\n".join(f"- {line}" for line in readout.lines())
     return (f"## Room Size from the Spa3R latent by a linear probe ({readout.n} questions)\n\n"
             f"A ridge probe of floor area on the pooled latent of the same number of spread frames, fitted on the "
-            f"{readout.num_train} train rooms, scored with the VSI-Bench MRA (95 % bootstrap interval); random baselines: mean ± std "
-            f"over init seeds.\n\n{lines}\n- blind prior: {100 * row.prior:.1f}; the VLMs: {vlms}\n\n{verdict}\n")
+            f"{readout.num_train} train rooms, scored with the VSI-Bench MRA (95 % bootstrap interval); random "
+            f"baselines: mean ± std over init seeds.\n\n{lines}\n- blind prior: {100 * row.prior:.1f}; the VLMs: {vlms}\n\n{verdict}\n")
 
 
 def sft_steps(data: Path, settings: DemoSettings) -> int:

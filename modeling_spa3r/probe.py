@@ -499,7 +499,8 @@ class RoomSizeReadout:
         return lines
 
     def to_json(self) -> dict:
-        return {"n": self.n, "num_train": self.num_train, "scores": self.scores, "interval": list(self.interval), "groups": self.groups()}
+        return {"n": self.n, "num_train": self.num_train, "scores": self.scores, "interval": list(self.interval),
+                "groups": self.groups()}
 
 
 def room_size_scores(train_x: np.ndarray, train_area: np.ndarray, test_x: np.ndarray, truths: np.ndarray) -> np.ndarray:

@@ -309,10 +309,11 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         "max_frames": data_args.max_frames,
         "frame_folder_fps": data_args.frame_folder_fps,
     }
-    train = ConversationSamples(data_args.train_file, data_args.media_root, sampling, data_args.video_cache_size).dataset()
+    cache = data_args.video_cache_size
+    train = ConversationSamples(data_args.train_file, data_args.media_root, sampling, cache).dataset()
     evaluation = None
     if data_args.eval_file:
-        evaluation = ConversationSamples(data_args.eval_file, data_args.media_root, sampling, data_args.video_cache_size).dataset()
+        evaluation = ConversationSamples(data_args.eval_file, data_args.media_root, sampling, cache).dataset()
     training_args.remove_unused_columns = False  # rows are decoded from `record_index` on access
     model = build_model(model_args)
     counts = set_trainable(model, model_args)

@@ -167,7 +167,7 @@ def plot_feature_fields(run_dir: Path, scene: Path, settings: DemoSettings, png:
     return {name: [round(float(c), 3) for c in values] for name, values in cosines.items()}
 
 
-def room_size_readout(spa3r_dir: Path, data: Path, summary: dict, out: Path, settings: DemoSettings, seed: int):
+def room_size_readout(spa3r_dir: Path, data: Path, out: Path, settings: DemoSettings, seed: int):
     """SynthVSI-val's Room Size answered from the Spa3R latent of `eval_frames` spread views by a ridge probe fitted
     on the train rooms (`modeling_spa3r.probe.readout_room_size`), against random encoders and thumbnails: what the
     latent holds of a question the VLMs are asked, apart from whether they learn to read it. None without
@@ -384,7 +384,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
         losses = plot_pretraining_losses(spa3r_dir, out / "loss_curves.png")
         val_room = data / "scenes" / sorted(summary["splits"]["val"])[0]
         cosines = plot_feature_fields(spa3r_dir, val_room, settings, out / "feature_fields.png")
-        readout = room_size_readout(spa3r_dir, data, summary, out, settings, seed)
+        readout = room_size_readout(spa3r_dir, data, out, settings, seed)
     with watch.stage("3/5 small Spa3-VLM and its no-geometry twin"):
         init_dirs = build_vlms(data, spa3r_dir, out, settings, seed)
     eval_dirs = {name: out / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}

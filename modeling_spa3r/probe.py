@@ -322,6 +322,15 @@ def random_init_encoder(config, seed: int):
     return Spa3RForPretraining(config).spa3r.eval()
 
 
+def seed_groups(named: dict) -> dict[str, list]:
+    """Values of the seeded baseline rows ("<group> (seed S)", group in `SEEDED`) gathered by group, in order."""
+    groups: dict[str, list] = {}
+    for name, value in named.items():
+        if name.startswith(SEEDED):
+            groups.setdefault(name.rsplit(" (seed", 1)[0], []).append(value)
+    return groups
+
+
 def baseline_encoders(checkpoint, encoder, random_seeds=(0, 1, 2), progress: bool = True):
     """The random baselines of a checkpoint, one at a time: `(f"{group} (seed {s})", encoder)` for the groups
     "random init" (its architecture), "random init, no view slots" (the released architecture, for a model with view
@@ -360,11 +369,7 @@ class Comparison:
     def random_groups(self) -> dict[str, list[ProbeResult]]:
         """Seed rows by group: the random inits (the target's baselines) and, for a trained backbone, the random
         encoders on it."""
-        groups: dict[str, list[ProbeResult]] = {}
-        for name, result in self.results.items():
-            if name.startswith(SEEDED):
-                groups.setdefault(name.rsplit(" (seed", 1)[0], []).append(result)
-        return groups
+        return seed_groups(self.results)
 
     def random_seeds(self) -> list[ProbeResult]:
         return self.random_groups().get("random init", [])
@@ -484,11 +489,7 @@ class RoomSizeReadout:
 
     def groups(self) -> dict[str, list[float]]:
         """Seed scores per random-baseline group."""
-        grouped: dict[str, list[float]] = {}
-        for name, score in self.scores.items():
-            if " (seed " in name:
-                grouped.setdefault(name.split(" (seed ")[0], []).append(score)
-        return grouped
+        return seed_groups(self.scores)
 
     def lines(self) -> list[str]:
         low, high = self.interval

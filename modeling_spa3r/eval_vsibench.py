@@ -17,6 +17,9 @@ What it does, following ``shared/spec/vsibench.md``:
   left padding;
 * appends one JSON line per answered question to its predictions file and flushes it at once; a
   restarted run skips every ``id`` already present in any predictions file of the output folder;
+* ``--geometry-from other-scene`` is a control for Spa3-VLM: each question's Spa3R views come from the video of
+  another scene (the next one in sorted order) while the Qwen frames stay its own; scores and answers that do not
+  move show a model that does not use its geometry input;
 * at the end (rank 0) merges the per-rank files into ``predictions.jsonl``, prints the per-task
   table, and writes ``results.json`` and ``results.png``.
 """
@@ -60,8 +63,11 @@ PLOT_FILE = "results.png"
 # The question set is part of the identity: the data source and a digest of the selected ids and ground truths; so
 # are the weights (a model retrained into the same folder must not inherit the old model's answers).
 RUN_CONFIG_KEYS = (
-    "model", "weights", "num_frames", "prompt_profile", "parser", "max_new_tokens", "data", "debiased", "questions"
+    "model", "weights", "num_frames", "prompt_profile", "parser", "max_new_tokens", "data", "debiased", "questions",
+    "geometry_from",
 )  # fmt: skip
+RUN_CONFIG_DEFAULTS = {"geometry_from": "own"}  # keys added later: what runs written before them used
+GEOMETRY_SOURCES = ("own", "other-scene")
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
@@ -186,6 +192,19 @@ def sample_frame_indices(total: int, num_frames: int) -> list[int]:
     return video.sample_frame_indices(total, num_frames=num_frames)
 
 
+def other_scene_videos(questions: list[dict], video_root: str | os.PathLike) -> dict:
+    """The geometry control's donors: question id → the video of the next scene (videos sorted by path, cyclic), so
+    no question gets its own scene's geometry."""
+    videos = sorted({visual_path(q, video_root) for q in questions})
+    if len(videos) < 2:
+        raise ValueError(
+            f"--geometry-from other-scene needs questions from at least two scenes (videos); got {len(videos)}"
+            + (f" ({videos[0]})" if videos else "")
+        )
+    following = {path: videos[(i + 1) % len(videos)] for i, path in enumerate(videos)}
+    return {q["id"]: following[visual_path(q, video_root)] for q in questions}
+
+
 def load_frames(path: str | os.PathLike, num_frames: int) -> list:
     """Sample ``num_frames`` RGB PIL frames uniformly from a video file or a folder of frame images."""
     if not Path(path).exists():
@@ -308,7 +327,8 @@ def _check_run_config(output_dir: Path, config: dict, is_main: bool) -> None:
         )
     if path.exists():
         previous = json.loads(path.read_text())
-        changed = {k: (previous.get(k), config[k]) for k in RUN_CONFIG_KEYS if previous.get(k) != config[k]}
+        on_disk = {k: previous.get(k, RUN_CONFIG_DEFAULTS.get(k)) for k in RUN_CONFIG_KEYS}
+        changed = {k: (on_disk[k], config[k]) for k in RUN_CONFIG_KEYS if on_disk[k] != config[k]}
         if changed:
             details = "; ".join(f"{k}: {old!r} on disk vs {new!r} now" for k, (old, new) in changed.items())
             raise ValueError(
@@ -345,8 +365,13 @@ def build_messages(num_frames: int, prompt: str) -> list[dict]:
     return [{"role": "user", "content": [*({"type": "image"} for _ in range(num_frames)), {"type": "text", "text": prompt}]}]
 
 
-def generate_answers(model, processor, frames: list[list], prompts: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy-decode one batch (left padding); returns the raw generated texts, special tokens removed."""
+def generate_answers(
+    model, processor, frames: list[list], prompts: list[str], max_new_tokens: int, geometry_frames: list[list] | None = None
+) -> list[str]:
+    """Greedy-decode one batch (left padding); returns the raw generated texts, special tokens removed.
+
+    `geometry_frames` (the geometry control): per sample, the frames whose Spa3R views replace its own; same count.
+    """
     import torch
 
     texts = [
@@ -355,6 +380,14 @@ def generate_answers(model, processor, frames: list[list], prompts: list[str], m
     ]
     processor.tokenizer.padding_side = "left"
     inputs = processor(images=[image for sample in frames for image in sample], text=texts, padding=True, return_tensors="pt")
+    if geometry_frames is not None:
+        for index, (own, other) in enumerate(zip(frames, geometry_frames)):
+            if len(own) != len(other):
+                raise ValueError(f"sample {index}: {len(other)} geometry frames for {len(own)} frames")
+        # the processor builds the Spa3R views exactly as for its own frames (its Qwen outputs are not used)
+        other = processor(images=[image for sample in geometry_frames for image in sample], text=texts, padding=True, return_tensors="pt")
+        inputs["geometry_pixel_values"] = other["geometry_pixel_values"]
+        inputs["geometry_scene_sizes"] = other["geometry_scene_sizes"]
     inputs = inputs.to(model.device)
     floating = {k: v.to(model.dtype) for k, v in inputs.items() if torch.is_tensor(v) and v.is_floating_point()}
     inputs.update(floating)
@@ -447,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parser", default=vsibench.DEFAULT_PARSER, choices=vsibench.PARSERS, help="numerical answer parser")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     parser.add_argument("--attn-implementation", help="e.g. sdpa or flash_attention_2")
+    parser.add_argument(
+        "--geometry-from", default="own", choices=GEOMETRY_SOURCES,
+        help="Spa3-VLM's Spa3R views: the question's own video, or (a control for geometry use) the next scene's video",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     return parser
 
@@ -511,6 +548,7 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
         "data": str(args.data),
         "debiased": args.debiased,
         "questions": question_set_digest(questions),
+        "geometry_from": args.geometry_from,
     }
     _check_run_config(output_dir, config, state.is_main_process)
     state.wait_for_everyone()
@@ -521,6 +559,7 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     todo = [q for q in questions if q["id"] not in answered]
     for question in todo:  # fail now, not hours later
         visual_path(question, video_root)
+    donors = other_scene_videos(questions, video_root) if args.geometry_from == "other-scene" else None
     shard = todo[state.process_index :: state.num_processes]
     if state.num_processes > 1:
         predictions_file = output_dir / f"predictions.rank{state.process_index}.jsonl"
@@ -530,9 +569,17 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     if shard:
         if model is None or processor is None:
             model, processor = load_model_and_processor(args.model, args.dtype, state.device, args.attn_implementation)
+        if donors is not None and not getattr(processor, "use_geometry", False):
+            raise ValueError(
+                f"--geometry-from other-scene is a control for a model with geometry inputs; the processor of "
+                f"{args.model} gives none (not a Spa3-VLM, or use_geometry is false)"
+            )
 
         def load(batch):
-            return [load_frames(visual_path(q, video_root), args.num_frames) for q in batch]
+            frames = [load_frames(visual_path(q, video_root), args.num_frames) for q in batch]
+            if donors is None:
+                return [(sample, None) for sample in frames]
+            return [(sample, load_frames(donors[q["id"]], len(sample))) for q, sample in zip(batch, frames)]
 
         progress = tqdm(
             total=len(shard),
@@ -540,18 +587,21 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
             disable=args.no_progress or not state.is_local_main_process,
         )
         with PredictionWriter(predictions_file) as writer:
-            for batch, frames in _prefetched(_batches(shard, args.batch_size), load):
+            for batch, loaded in _prefetched(_batches(shard, args.batch_size), load):
                 # Samples with different frame counts are generated separately (fixed V per sample).
                 groups = {}
-                for question, sample in zip(batch, frames):
-                    groups.setdefault(len(sample), []).append((question, sample))
+                for question, (sample, geometry) in zip(batch, loaded):
+                    groups.setdefault(len(sample), []).append((question, sample, geometry))
                 for group in groups.values():
                     prompts = [
                         vsibench.build_prompt(q["question"], q["question_type"], q["options"], args.prompt_profile)
-                        for q, _ in group
+                        for q, _, _ in group
                     ]
-                    outputs = generate_answers(model, processor, [s for _, s in group], prompts, args.max_new_tokens)
-                    for (question, sample), prompt, output in zip(group, prompts, outputs):
+                    geometry = [g for _, _, g in group] if donors is not None else None
+                    outputs = generate_answers(
+                        model, processor, [s for _, s, _ in group], prompts, args.max_new_tokens, geometry
+                    )
+                    for (question, sample, _), prompt, output in zip(group, prompts, outputs):
                         writer.write(
                             {
                                 "id": question["id"],
@@ -559,6 +609,7 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
                                 "dataset": question.get("dataset"),
                                 "scene_name": question.get("scene_name"),
                                 "num_frames": len(sample),
+                                **({"geometry_video": str(donors[question["id"]])} if donors is not None else {}),
                                 "prompt": prompt,
                                 "output": output,
                                 "answer": _parsed_answer(output, question["question_type"], args.parser),
@@ -584,6 +635,8 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     summary["config"] = config
     subset = "VSI-Bench-Debiased" if args.debiased else "VSI-Bench"
     title = f"{subset} | {Path(str(args.model)).name} | {args.num_frames} frames | {summary['num_questions']} questions"
+    if args.geometry_from != "own":
+        title += f" | geometry from: {args.geometry_from} (control)"
     summary["table"] = vsibench.format_table(summary["results"], title=title)
     (output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     plot_results(summary["results"], output_dir / PLOT_FILE, title)

@@ -263,6 +263,66 @@ def _caption(rows: list[TaskRow], models: list[str], threshold: float) -> str:
     return " ".join(sentences)
 
 
+@dataclass
+class GeometryControl:
+    """One geometry-fed model answering the same questions with its own scene's geometry and with another scene's
+    (`spa3r eval --geometry-from other-scene`). Rows per task with questions, then the overall row (macro scores,
+    changed share over all questions); scores and shares are fractions in [0, 1]."""
+
+    model: str
+    rows: list[dict]  # {"task", "n", "own", "other_scene", "changed"}
+    difference_interval: tuple[float, float]  # 95 % paired bootstrap interval of overall own − other-scene
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "rows": self.rows, "difference_interval": list(self.difference_interval)}
+
+    def markdown(self) -> str:
+        """A section: the per-task table, then what follows from it."""
+        overall = self.rows[-1]
+        lines = ["| task | n | own geometry | another scene's geometry | answers changed |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['task']} | {r['n']} | {_pct(r['own'])} | {_pct(r['other_scene'])} | {100 * r['changed']:.0f} % |"
+                  for r in self.rows]  # fmt: skip
+        low, high = self.difference_interval
+        if overall["changed"] == 0:
+            verdict = (f"{self.model} gives the same answer to every question whatever scene's geometry it gets: it "
+                       "does not use its geometry input, so its scores are those of a VLM without geometry.")
+        elif low > 0:
+            verdict = (f"{self.model} uses the scene's geometry: another scene's costs it {100 * (overall['own'] - overall['other_scene']):.1f} "
+                       f"points overall (95 % interval {100 * low:.1f} to {100 * high:.1f}).")
+        else:
+            verdict = (f"{self.model}'s answers depend on the geometry it gets ({100 * overall['changed']:.0f} % change with "
+                       f"another scene's), but not for the better: own minus another scene's overall "
+                       f"{100 * (overall['own'] - overall['other_scene']):+.1f} points (95 % interval {100 * low:+.1f} to "
+                       f"{100 * high:+.1f}).")
+        return (f"## Does {self.model} use its geometry? ({overall['n']} questions)\n\nThe same model, the same frames; its Spa3R "
+                f"views from its own scene or from another scene's video (`spa3r eval --geometry-from other-scene`).\n\n"
+                + "\n".join(lines) + f"\n\n{verdict}\n")  # fmt: skip
+
+
+def geometry_control(model: str, own: list[dict], other_scene: list[dict], *, resamples: int = 2000, seed: int = 0) -> GeometryControl:
+    """Compare a model's prediction records with its own scenes' geometry and with another scene's (same ids)."""
+    own_by_id, other_by_id = {r["id"]: r for r in own}, {r["id"]: r for r in other_scene}
+    if set(own_by_id) != set(other_by_id):
+        raise ValueError(f"geometry_control: the two runs answered different questions ({len(own_by_id)} vs {len(other_by_id)}; "
+                         f"{len(set(own_by_id) ^ set(other_by_id))} ids in only one)")  # fmt: skip
+    ids = sorted(own_by_id, key=str)
+    own_scores, other_scores = vsibench.aggregate(own), vsibench.aggregate(other_scene)
+    changed = {i: _answer_text(own_by_id[i]) != _answer_text(other_by_id[i]) for i in ids}
+    rows = []
+    for task in vsibench.TASK_KEYS:
+        in_task = [i for i in ids if _task_of(own_by_id[i]["question_type"]) == task]
+        if in_task:
+            rows.append({"task": vsibench.TASK_DISPLAY_NAMES[task], "n": len(in_task), "own": own_scores[task],
+                         "other_scene": other_scores[task], "changed": float(np.mean([changed[i] for i in in_task]))})  # fmt: skip
+    rows.append({"task": f"overall (macro mean of {len(rows)} tasks)", "n": len(ids), "own": own_scores[OVERALL],
+                 "other_scene": other_scores[OVERALL], "changed": float(np.mean(list(changed.values())))})  # fmt: skip
+    differences: dict[str, list[float]] = {}
+    for i in ids:
+        differences.setdefault(own_by_id[i]["question_type"], []).append(own_by_id[i]["score"] - other_by_id[i]["score"])
+    interval = _bootstrap({t: np.asarray(v) for t, v in differences.items()}, list(vsibench.TASK_KEYS), resamples, seed)[OVERALL]
+    return GeometryControl(model, rows, interval)
+
+
 def write_report(report: ResultsReport, out_dir: str | Path, title: str) -> dict[str, Path]:
     """`results.md` (table + caption), `results.png` and `results_table.json` in ``out_dir``."""
     out_dir = Path(out_dir)

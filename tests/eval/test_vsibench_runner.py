@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from accelerate import PartialState
 
 from modeling_spa3r import eval_vsibench as runner
@@ -291,3 +292,64 @@ def test_spa3_vlm_checkpoint_gets_geometry_inputs(tmp_path, monkeypatch, vsi_fix
     records = _lines(tmp_path / "out" / "predictions.jsonl")
     assert [r["id"] for r in records] == list(range(1, 11)) and all(r["num_frames"] == 3 for r in records)
     assert summary["num_questions"] == 10
+
+
+def test_geometry_control_gives_every_question_the_next_scenes_views(tmp_path, monkeypatch, vsi_fixture_dir):
+    from tests.fixtures_vlm import build_spa3_vlm_processor, build_tiny_spa3_vlm
+
+    processor = build_spa3_vlm_processor()
+    build_tiny_spa3_vlm(processor.tokenizer).save_pretrained(tmp_path / "spa3")
+    processor.save_pretrained(tmp_path / "spa3")
+    model, processor = runner.load_model_and_processor(str(tmp_path / "spa3"))
+    seen = []
+    original = type(model).generate
+
+    def recording_generate(self, *a, **kw):
+        seen.append(kw["geometry_pixel_values"].clone())
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(type(model), "generate", recording_generate)
+    geometry = {}
+    for source in runner.GEOMETRY_SOURCES:
+        seen.clear()
+        args = _args(tmp_path / "spa3", vsi_fixture_dir, tmp_path / source, "--num-frames", "3", "--geometry-from", source)
+        runner.run(args, model=model, processor=processor, state=PartialState())
+        records = _lines(tmp_path / source / "predictions.jsonl")
+        geometry[source] = {r["id"]: views for r, views in zip(records, seen)}  # batch size 1: one call per question
+    questions = runner.load_questions(vsi_fixture_dir)
+    video_of = {q["id"]: runner.visual_path(q, vsi_fixture_dir) for q in questions}
+    videos = sorted(set(video_of.values()))
+    assert len(videos) == 3
+    for q in questions:
+        donor = videos[(videos.index(video_of[q["id"]]) + 1) % len(videos)]
+        donor_question = next(i for i, v in video_of.items() if v == donor)
+        assert torch.equal(geometry["other-scene"][q["id"]], geometry["own"][donor_question])
+        assert not torch.equal(geometry["other-scene"][q["id"]], geometry["own"][q["id"]])
+    records = _lines(tmp_path / "other-scene" / "predictions.jsonl")
+    assert all(r["geometry_video"] == str(videos[(videos.index(video_of[r["id"]]) + 1) % 3]) for r in records)
+    assert "geometry_video" not in _lines(tmp_path / "own" / "predictions.jsonl")[0]
+    with pytest.raises(ValueError, match="geometry_from: 'other-scene' on disk vs 'own' now"):
+        runner.run(_args(tmp_path / "spa3", vsi_fixture_dir, tmp_path / "other-scene", "--num-frames", "3"),
+                   model=model, processor=processor, state=PartialState())  # fmt: skip
+
+
+def test_geometry_control_refuses_models_without_geometry_and_a_single_scene(tmp_path, tiny_qwen, tiny_qwen_dir, vsi_fixture_dir):
+    model, processor = tiny_qwen
+    args = _args(tiny_qwen_dir, vsi_fixture_dir, tmp_path / "out", "--geometry-from", "other-scene")
+    with pytest.raises(ValueError, match="control for a model with geometry inputs; the processor of .* gives none"):
+        runner.run(args, model=model, processor=processor, state=PartialState())
+    one_scene = [q for q in runner.load_questions(vsi_fixture_dir) if q["scene_name"] == "scene0011_00"]
+    with pytest.raises(ValueError, match="needs questions from at least two scenes .*got 1"):
+        runner.other_scene_videos(one_scene, vsi_fixture_dir)
+
+
+def test_answers_written_before_the_geometry_control_existed_still_resume(tmp_path, monkeypatch, tiny_qwen, tiny_qwen_dir, vsi_fixture_dir):
+    model, processor = tiny_qwen
+    args = _args(tiny_qwen_dir, vsi_fixture_dir, tmp_path / "out", "--limit", "3")
+    _run_counting(monkeypatch, model, processor, args)
+    config_file = tmp_path / "out" / runner.RUN_CONFIG_FILE
+    config = json.loads(config_file.read_text())
+    del config["geometry_from"]  # a run_config.json from before the option
+    config_file.write_text(json.dumps(config))
+    _, calls = _run_counting(monkeypatch, model, processor, _args(tiny_qwen_dir, vsi_fixture_dir, tmp_path / "out", "--limit", "3"))
+    assert calls["generate"] == 0

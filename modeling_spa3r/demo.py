@@ -234,9 +234,9 @@ def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     return output_dir
 
 
-def evaluate(model_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, geometry_from: str = "own") -> dict:
-    """SynthVSI-val with the VSI-Bench runner; `geometry_from="other-scene"` is the geometry control (each question
-    gets another room's Spa3R views)."""
+def evaluate(model_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, control: str | None = None) -> dict:
+    """SynthVSI-val with the VSI-Bench runner; `control` ("frames" or "geometry") gives each question that input
+    from another room's video instead of its own."""
     import shutil
 
     from .eval_vsibench import main as eval_main
@@ -244,16 +244,16 @@ def evaluate(model_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     shutil.rmtree(output_dir, ignore_errors=True)  # answers of an earlier demo run's model (the model was retrained)
     eval_main(
         ["--model", str(model_dir), "--data", str(data / "synthvsi_val.jsonl"), "--video-root", str(data),
-         "--output-dir", str(output_dir), "--num-frames", str(settings.eval_frames), "--batch-size", "8",
-         "--geometry-from", geometry_from, "--no-progress"]
+         "--output-dir", str(output_dir), "--num-frames", str(settings.eval_frames), "--batch-size", "8", "--no-progress",
+         *([f"--{control}-from", "other-scene"] if control else [])]
     )  # fmt: skip
     return json.loads((output_dir / "results.json").read_text())
 
 
 def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_dir: Path, settings, seed: int, queue) -> dict:
-    """One variant: SFT, then evaluation (a variant with geometry also with another room's: the geometry control),
-    in a worker process on one CPU thread (these models are tiny: a second OpenMP thread makes each op slower, ~10x
-    on a busy machine, and the other variant runs on the other core)."""
+    """One variant: SFT, then evaluation, and again with another room's frames or Spa3R views (the controls), in a
+    worker process on one CPU thread (these models are tiny: a second OpenMP thread makes each op slower, ~10x on a
+    busy machine, and the other variant runs on the other core)."""
     from transformers import TrainerCallback
 
     class ReportSteps(TrainerCallback):
@@ -264,8 +264,8 @@ def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_d
     with one_thread(), open(out / f"sft-{slug}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         tuned = fine_tune(init_dir, data, out / f"sft-{slug}", settings, seed, callbacks=[ReportSteps()])
         result = evaluate(tuned, data, eval_dir, settings)
-        if VARIANTS[name][1]:
-            evaluate(tuned, data, control_dir(eval_dir), settings, geometry_from="other-scene")
+        for control in controlled_inputs(name):
+            evaluate(tuned, data, control_dir(eval_dir, control), settings, control)
     queue.put((name, "done"))
     return result
 
@@ -284,7 +284,7 @@ def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dir
         queue = manager.Queue()
         futures = {}
         for i, name in enumerate(VARIANTS, 1):
-            control = " (also with another room's geometry: the control)" if VARIANTS[name][1] else ""
+            control = f" (then again with another room's {' / '.join(controlled_inputs(name))}: the controls)"
             print(f"-- run {i}/{len(VARIANTS)}: {name}, {steps} SFT steps ({settings.sft_epochs:g} epochs), then "
                   f"SynthVSI-val{control}; log: {out / f'sft-{VARIANTS[name][0]}.log'}", flush=True)  # fmt: skip
             futures[name] = pool.submit(_train_and_evaluate, name, init_dirs[name], data, out, eval_dirs[name], settings, seed, queue)
@@ -309,19 +309,26 @@ def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dir
         return {name: future.result() for name, future in futures.items()}
 
 
-def control_dir(eval_dir: Path) -> Path:
-    """Where the geometry control's answers of the variant evaluated into `eval_dir` go."""
-    return eval_dir.with_name(f"{eval_dir.name}-other-scene")
+def controlled_inputs(name: str) -> list[str]:
+    """The inputs a variant is evaluated again without (another room's instead): its frames, and its Spa3R views."""
+    return ["frames", "geometry"] if VARIANTS[name][1] else ["frames"]
 
 
-def geometry_use(eval_dirs: dict[str, Path], seed: int) -> list:
-    """Each geometry variant's answers with its own vs another room's Spa3R views (`report.geometry_control`)."""
+def control_dir(eval_dir: Path, control: str) -> Path:
+    """Where the answers with another room's `control` input of the variant evaluated into `eval_dir` go."""
+    return eval_dir.with_name(f"{eval_dir.name}-other-{control}")
+
+
+def input_controls(eval_dirs: dict[str, Path], seed: int) -> list:
+    """Each variant's answers with its own vs another room's frames / Spa3R views (`report.input_control`)."""
     from .eval_vsibench import read_predictions
-    from .report import geometry_control
+    from .report import input_control
 
-    return [geometry_control(name, list(read_predictions(eval_dirs[name]).values()),
-                             list(read_predictions(control_dir(eval_dirs[name])).values()), seed=seed)
-            for name, (_, use_geometry) in VARIANTS.items() if use_geometry]  # fmt: skip
+    def answers(path):
+        return list(read_predictions(path).values())
+
+    return [input_control(name, control, answers(eval_dirs[name]), answers(control_dir(eval_dirs[name], control)), seed=seed)
+            for name in VARIANTS for control in controlled_inputs(name)]  # fmt: skip
 
 
 def results_table(data: Path, eval_dirs: dict[str, Path], seed: int):
@@ -392,7 +399,7 @@ def run(out: Path, settings: DemoSettings, seed: int = 0) -> dict:
 
 
 def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
-    from .report import write_report
+    from .report import controls_markdown, write_report
 
     out.mkdir(parents=True, exist_ok=True)
     watch = Stopwatch()
@@ -415,8 +422,8 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     table = results_table(data, eval_dirs, seed)
     title = f"SynthVSI-val ({summary['questions']['val']} questions, {len(summary['splits']['val'])} rooms)"
     write_report(table, out, title)
-    controls = geometry_use(eval_dirs, seed)
-    sections = [control.markdown() for control in controls]
+    controls = input_controls(eval_dirs, seed)
+    sections = [controls_markdown(controls)]
     if readout is not None:
         sections.append(readout_section(readout, table))
     with open(out / "results.md", "a") as results_md:
@@ -427,7 +434,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
         "held_out_field_cosine": cosines,
         "results": results,
         "table": table.to_dict(),
-        "geometry_control": [control.to_dict() for control in controls],
+        "input_controls": [control.to_dict() for control in controls],
         "room_size_readout": readout.to_json() if readout is not None else None,
         "seconds": {**watch.stages, "total": watch.total},
     }
@@ -440,7 +447,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
               "caption above). Measured at this scale (README, 'What the demo shows'): the small language models, "
               "trained from scratch, learn little beyond the most frequent answers even from the question text alone, "
               "and greedy digit-by-digit decoding cuts or shifts their numbers; the sections above say whether "
-              "Spa3-VLM uses its geometry at all and whether the Spa3R latent holds an answer the VLMs fail to read. A stronger check: --scenes, "
+              "the VLMs use their frames and geometry at all and whether the Spa3R latent holds an answer the VLMs fail to read. A stronger check: --scenes, "
               "--pretrain-steps, --sft-epochs (see --help).")
     print(f"\nPSFM representation loss, train {losses['representation_loss'][0]:.3f} → {losses['representation_loss'][1]:.3f}"
           f", held-out rooms {losses['eval_representation_loss'][0]:.3f} → {losses['eval_representation_loss'][1]:.3f}; "

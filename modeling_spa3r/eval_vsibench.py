@@ -17,9 +17,10 @@ What it does, following ``shared/spec/vsibench.md``:
   left padding;
 * appends one JSON line per answered question to its predictions file and flushes it at once; a
   restarted run skips every ``id`` already present in any predictions file of the output folder;
-* ``--geometry-from other-scene`` is a control for Spa3-VLM: each question's Spa3R views come from the video of
-  another scene (the next one in sorted order) while the Qwen frames stay its own; scores and answers that do not
-  move show a model that does not use its geometry input;
+* controls for whether a model uses its visual inputs: ``--frames-from other-scene`` gives each question the frames
+  of another scene's video (the next one in sorted order) and ``--geometry-from other-scene`` a Spa3-VLM the Spa3R
+  views of that video, each while the other input stays its own; answers that do not move show a model that does
+  not use that input;
 * at the end (rank 0) merges the per-rank files into ``predictions.jsonl``, prints the per-task
   table, and writes ``results.json`` and ``results.png``.
 """
@@ -64,10 +65,10 @@ PLOT_FILE = "results.png"
 # are the weights (a model retrained into the same folder must not inherit the old model's answers).
 RUN_CONFIG_KEYS = (
     "model", "weights", "num_frames", "prompt_profile", "parser", "max_new_tokens", "data", "debiased", "questions",
-    "geometry_from",
+    "frames_from", "geometry_from",
 )  # fmt: skip
-RUN_CONFIG_DEFAULTS = {"geometry_from": "own"}  # keys added later: what runs written before them used
-GEOMETRY_SOURCES = ("own", "other-scene")
+RUN_CONFIG_DEFAULTS = {"frames_from": "own", "geometry_from": "own"}  # keys added later: what earlier runs used
+VISUAL_SOURCES = ("own", "other-scene")
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
@@ -193,12 +194,12 @@ def sample_frame_indices(total: int, num_frames: int) -> list[int]:
 
 
 def other_scene_videos(questions: list[dict], video_root: str | os.PathLike) -> dict:
-    """The geometry control's donors: question id → the video of the next scene (videos sorted by path, cyclic), so
-    no question gets its own scene's geometry."""
+    """The controls' donors: question id → the video of the next scene (videos sorted by path, cyclic), so no
+    question gets its own scene's frames or geometry."""
     videos = sorted({visual_path(q, video_root) for q in questions})
     if len(videos) < 2:
         raise ValueError(
-            f"--geometry-from other-scene needs questions from at least two scenes (videos); got {len(videos)}"
+            f"--frames-from/--geometry-from other-scene needs questions from at least two scenes (videos); got {len(videos)}"
             + (f" ({videos[0]})" if videos else "")
         )
     following = {path: videos[(i + 1) % len(videos)] for i, path in enumerate(videos)}
@@ -481,8 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     parser.add_argument("--attn-implementation", help="e.g. sdpa or flash_attention_2")
     parser.add_argument(
-        "--geometry-from", default="own", choices=GEOMETRY_SOURCES,
-        help="Spa3-VLM's Spa3R views: the question's own video, or (a control for geometry use) the next scene's video",
+        "--frames-from", default="own", choices=VISUAL_SOURCES,
+        help="the frames the model sees: the question's own video, or (a control for vision use) the next scene's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--geometry-from", default="own", choices=VISUAL_SOURCES,
+        help="Spa3-VLM's Spa3R views: the question's own video, or (a control for geometry use) the next scene's",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     return parser
@@ -548,6 +553,7 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
         "data": str(args.data),
         "debiased": args.debiased,
         "questions": question_set_digest(questions),
+        "frames_from": args.frames_from,
         "geometry_from": args.geometry_from,
     }
     _check_run_config(output_dir, config, state.is_main_process)
@@ -559,7 +565,8 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     todo = [q for q in questions if q["id"] not in answered]
     for question in todo:  # fail now, not hours later
         visual_path(question, video_root)
-    donors = other_scene_videos(questions, video_root) if args.geometry_from == "other-scene" else None
+    swapped = {name: getattr(args, f"{name}_from") == "other-scene" for name in ("frames", "geometry")}
+    donors = other_scene_videos(questions, video_root) if any(swapped.values()) else None
     shard = todo[state.process_index :: state.num_processes]
     if state.num_processes > 1:
         predictions_file = output_dir / f"predictions.rank{state.process_index}.jsonl"
@@ -569,17 +576,27 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     if shard:
         if model is None or processor is None:
             model, processor = load_model_and_processor(args.model, args.dtype, state.device, args.attn_implementation)
-        if donors is not None and not getattr(processor, "use_geometry", False):
+        uses_geometry = getattr(processor, "use_geometry", False)
+        if swapped["geometry"] and not uses_geometry:
             raise ValueError(
                 f"--geometry-from other-scene is a control for a model with geometry inputs; the processor of "
                 f"{args.model} gives none (not a Spa3-VLM, or use_geometry is false)"
             )
 
         def load(batch):
-            frames = [load_frames(visual_path(q, video_root), args.num_frames) for q in batch]
+            """Per question: the frames the model sees, and the frames for its Spa3R views when they differ."""
+            own = [visual_path(q, video_root) for q in batch]
             if donors is None:
-                return [(sample, None) for sample in frames]
-            return [(sample, load_frames(donors[q["id"]], len(sample))) for q, sample in zip(batch, frames)]
+                return [(load_frames(path, args.num_frames), None) for path in own]
+            loaded = []
+            for question, path in zip(batch, own):
+                videos = {name: donors[question["id"]] if swapped[name] else path for name in swapped}
+                frames = load_frames(videos["frames"], args.num_frames)
+                geometry = None
+                if uses_geometry and videos["geometry"] != videos["frames"]:
+                    geometry = load_frames(videos["geometry"], len(frames))
+                loaded.append((frames, geometry))
+            return loaded
 
         progress = tqdm(
             total=len(shard),
@@ -597,7 +614,7 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
                         vsibench.build_prompt(q["question"], q["question_type"], q["options"], args.prompt_profile)
                         for q, _, _ in group
                     ]
-                    geometry = [g for _, _, g in group] if donors is not None else None
+                    geometry = [g for _, _, g in group] if group[0][2] is not None else None
                     outputs = generate_answers(
                         model, processor, [s for _, s, _ in group], prompts, args.max_new_tokens, geometry
                     )
@@ -609,7 +626,7 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
                                 "dataset": question.get("dataset"),
                                 "scene_name": question.get("scene_name"),
                                 "num_frames": len(sample),
-                                **({"geometry_video": str(donors[question["id"]])} if donors is not None else {}),
+                                **{f"{name}_video": str(donors[question["id"]]) for name, on in swapped.items() if on},
                                 "prompt": prompt,
                                 "output": output,
                                 "answer": _parsed_answer(output, question["question_type"], args.parser),
@@ -635,8 +652,9 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     summary["config"] = config
     subset = "VSI-Bench-Debiased" if args.debiased else "VSI-Bench"
     title = f"{subset} | {Path(str(args.model)).name} | {args.num_frames} frames | {summary['num_questions']} questions"
-    if args.geometry_from != "own":
-        title += f" | geometry from: {args.geometry_from} (control)"
+    for name in ("frames", "geometry"):
+        if getattr(args, f"{name}_from") != "own":
+            title += f" | {name} from: {getattr(args, f'{name}_from')} (control)"
     summary["table"] = vsibench.format_table(summary["results"], title=title)
     (output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     plot_results(summary["results"], output_dir / PLOT_FILE, title)

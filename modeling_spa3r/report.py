@@ -264,46 +264,40 @@ def _caption(rows: list[TaskRow], models: list[str], threshold: float) -> str:
 
 
 @dataclass
-class GeometryControl:
-    """One geometry-fed model answering the same questions with its own scene's geometry and with another scene's
-    (`spa3r eval --geometry-from other-scene`). Rows per task with questions, then the overall row (macro scores,
-    changed share over all questions); scores and shares are fractions in [0, 1]."""
+class InputControl:
+    """One model answering the same questions with its own scene's visual input and with another scene's
+    (`spa3r eval --frames-from other-scene` or `--geometry-from other-scene`). Rows per task with questions, then the
+    overall row (macro scores, changed share over all questions); scores and shares are fractions in [0, 1]."""
 
     model: str
+    swapped: str  # "frames" or "geometry"
     rows: list[dict]  # {"task", "n", "own", "other_scene", "changed"}
     difference_interval: tuple[float, float]  # 95 % paired bootstrap interval of overall own − other-scene
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "rows": self.rows, "difference_interval": list(self.difference_interval)}
+        return {"model": self.model, "swapped": self.swapped, "rows": self.rows,
+                "difference_interval": list(self.difference_interval)}  # fmt: skip
 
-    def markdown(self) -> str:
-        """A section: the per-task table, then what follows from it."""
-        overall = self.rows[-1]
-        lines = ["| task | n | own geometry | another scene's geometry | answers changed |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['task']} | {r['n']} | {_pct(r['own'])} | {_pct(r['other_scene'])} | {100 * r['changed']:.0f} % |"
-                  for r in self.rows]  # fmt: skip
-        low, high = self.difference_interval
+    def verdict(self) -> str:
+        overall, (low, high) = self.rows[-1], self.difference_interval
+        difference = 100 * (overall["own"] - overall["other_scene"])
         if overall["changed"] == 0:
-            verdict = (f"{self.model} gives the same answer to every question whatever scene's geometry it gets: it "
-                       "does not use its geometry input, so its scores are those of a VLM without geometry.")
-        elif low > 0:
-            verdict = (f"{self.model} uses the scene's geometry: another scene's costs it {100 * (overall['own'] - overall['other_scene']):.1f} "
-                       f"points overall (95 % interval {100 * low:.1f} to {100 * high:.1f}).")
-        else:
-            verdict = (f"{self.model}'s answers depend on the geometry it gets ({100 * overall['changed']:.0f} % change with "
-                       f"another scene's), but not for the better: own minus another scene's overall "
-                       f"{100 * (overall['own'] - overall['other_scene']):+.1f} points (95 % interval {100 * low:+.1f} to "
-                       f"{100 * high:+.1f}).")
-        return (f"## Does {self.model} use its geometry? ({overall['n']} questions)\n\nThe same model, the same frames; its Spa3R "
-                f"views from its own scene or from another scene's video (`spa3r eval --geometry-from other-scene`).\n\n"
-                + "\n".join(lines) + f"\n\n{verdict}\n")  # fmt: skip
+            return (f"{self.model} gives the same answer to every question whatever scene's {self.swapped} it gets: "
+                    f"it does not use its {self.swapped}.")
+        if low > 0:
+            return (f"{self.model} uses its {self.swapped}: another scene's cost it {difference:.1f} points overall "
+                    f"(95 % interval {100 * low:.1f} to {100 * high:.1f}).")
+        return (f"{self.model}'s answers depend on its {self.swapped} ({100 * overall['changed']:.0f} % change with "
+                f"another scene's), but not for the better: own minus another scene's overall {difference:+.1f} "
+                f"points (95 % interval {100 * low:+.1f} to {100 * high:+.1f}).")
 
 
-def geometry_control(model: str, own: list[dict], other_scene: list[dict], *, resamples: int = 2000, seed: int = 0) -> GeometryControl:
-    """Compare a model's prediction records with its own scenes' geometry and with another scene's (same ids)."""
+def input_control(model: str, swapped: str, own: list[dict], other_scene: list[dict], *, resamples: int = 2000,
+                  seed: int = 0) -> InputControl:  # fmt: skip
+    """Compare a model's prediction records with its own scenes' `swapped` input and with another scene's (same ids)."""
     own_by_id, other_by_id = {r["id"]: r for r in own}, {r["id"]: r for r in other_scene}
     if set(own_by_id) != set(other_by_id):
-        raise ValueError(f"geometry_control: the two runs answered different questions ({len(own_by_id)} vs {len(other_by_id)}; "
+        raise ValueError(f"input_control: the two runs answered different questions ({len(own_by_id)} vs {len(other_by_id)}; "
                          f"{len(set(own_by_id) ^ set(other_by_id))} ids in only one)")  # fmt: skip
     ids = sorted(own_by_id, key=str)
     own_scores, other_scores = vsibench.aggregate(own), vsibench.aggregate(other_scene)
@@ -320,7 +314,25 @@ def geometry_control(model: str, own: list[dict], other_scene: list[dict], *, re
     for i in ids:
         differences.setdefault(own_by_id[i]["question_type"], []).append(own_by_id[i]["score"] - other_by_id[i]["score"])
     interval = _bootstrap({t: np.asarray(v) for t, v in differences.items()}, list(vsibench.TASK_KEYS), resamples, seed)[OVERALL]
-    return GeometryControl(model, rows, interval)
+    return InputControl(model, swapped, rows, interval)
+
+
+def controls_markdown(controls: list[InputControl]) -> str:
+    """A section: per control, the overall scores with own and another scene's input, the paired difference and the
+    share of answers that changed (with the tasks where any changed), then each control's verdict."""
+    lines = ["| model | input from another scene | own | another scene's | own − another [95 % CI] | answers changed |",
+             "|---|---|---:|---:|---:|---|"]  # fmt: skip
+    for control in controls:
+        overall, (low, high) = control.rows[-1], control.difference_interval
+        tasks = ", ".join(f"{r['task']} {100 * r['changed']:.0f} %" for r in control.rows[:-1] if r["changed"] > 0)
+        lines.append(f"| {control.model} | {control.swapped} | {_pct(overall['own'])} | {_pct(overall['other_scene'])} | "
+                     f"{100 * (overall['own'] - overall['other_scene']):+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | "
+                     f"{100 * overall['changed']:.0f} %{f' ({tasks})' if tasks else ''} |")  # fmt: skip
+    verdicts = "\n".join(f"- {control.verdict()}" for control in controls)
+    return (f"## Do the VLMs use what they see? ({controls[0].rows[-1]['n']} questions)\n\nThe same model and "
+            "questions, answered again with the frames, or the Spa3R views, of another scene's video (`spa3r eval "
+            "--frames-from/--geometry-from other-scene`); overall = macro mean; the interval is a paired bootstrap."
+            f"\n\n" + "\n".join(lines) + f"\n\n{verdicts}\n")
 
 
 def write_report(report: ResultsReport, out_dir: str | Path, title: str) -> dict[str, Path]:

@@ -38,13 +38,18 @@ def test_demo_end_to_end(tmp_path, capsys):
     readout = report["room_size_readout"]  # the tiny split's two validation rooms each have a room-size question
     assert readout["n"] == rows["room_size_estimation_MRA:.5:.95:.05"]["n"] > 0
     assert "## Room Size from the Spa3R latent by a linear probe" in table
-    control = report["geometry_control"]  # Spa3-VLM answered again, each question with another room's Spa3R views
-    assert [c["model"] for c in control] == ["Spa3-VLM"] and control[0]["rows"][-1]["n"] == counts["Spa3-VLM"]
-    assert control[0]["rows"][-1]["own"] == pytest.approx(report["results"]["Spa3-VLM"]["results"]["overall"])
-    assert "## Does Spa3-VLM use its geometry?" in table
-    swapped = [json.loads(line) for line in (tmp_path / "eval-spa3-vlm-other-scene" / "predictions.jsonl").read_text().splitlines()]
-    assert len(swapped) == counts["Spa3-VLM"]
-    assert all(Path(r["geometry_video"]).stem != r["scene_name"] for r in swapped)
+    controls = report["input_controls"]  # each variant answered again with another room's frames / Spa3R views
+    assert [(c["model"], c["swapped"]) for c in controls] == [("Spa3-VLM", "frames"), ("Spa3-VLM", "geometry"),
+                                                              ("VLM without geometry", "frames")]  # fmt: skip
+    for control in controls:
+        assert control["rows"][-1]["n"] == counts[control["model"]]
+        assert control["rows"][-1]["own"] == pytest.approx(report["results"][control["model"]]["results"]["overall"])
+    assert "## Do the VLMs use what they see?" in table and "| VLM without geometry | frames |" in table
+    for slug, swapped in (("spa3-vlm", "geometry"), ("spa3-vlm", "frames"), ("no-geometry", "frames")):
+        lines = (tmp_path / f"eval-{slug}-other-{swapped}" / "predictions.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert len(records) == counts["Spa3-VLM"]
+        assert all(Path(r[f"{swapped}_video"]).stem != r["scene_name"] for r in records)
     curves = report["pretraining_loss_first_last"]  # train and held-out-room curves of the PSFM stage
     assert {"representation_loss", "probe_loss", "eval_representation_loss", "eval_probe_loss"} <= set(curves)
     # the no-geometry twin never sees Spa3R inputs

@@ -90,33 +90,37 @@ def test_write_report_files(tmp_path):
     assert '"collapse_threshold": 0.8' in paths["json"].read_text()
 
 
-def test_geometry_control_rows_and_the_three_verdicts():
-    from modeling_spa3r.report import geometry_control
+def test_input_control_rows_verdicts_and_section():
+    from modeling_spa3r.report import controls_markdown, input_control
 
-    same = geometry_control("geo", COLLAPSING, COLLAPSING)
+    same = input_control("geo", "geometry", COLLAPSING, COLLAPSING)
     assert [(r["task"], r["n"], r["own"], r["other_scene"], r["changed"]) for r in same.rows] == [
         ("Obj. Count", 4, 0.625, 0.625, 0.0), ("Route Plan", 2, 1.0, 1.0, 0.0),
         ("overall (macro mean of 2 tasks)", 6, 0.8125, 0.8125, 0.0)]  # fmt: skip
     assert same.difference_interval == (0.0, 0.0)
-    assert "gives the same answer to every question whatever scene's geometry it gets" in same.markdown()
-    assert "| Obj. Count | 4 | 62.5 | 62.5 | 0 % |" in same.markdown()
-    # another scene's geometry: every counting answer changes and scores 0; route answers change, scores equal
+    assert same.verdict() == "geo gives the same answer to every question whatever scene's geometry it gets: it does not use its geometry."
+    # another scene's frames: every counting answer changes and scores 0; route answers change, scores equal
     worse = _records([("9", 0.0)] * 4, [("B", 1.0), ("B", 1.0)])
-    used = geometry_control("geo", COLLAPSING, worse)
+    used = input_control("plain", "frames", COLLAPSING, worse)
     assert [r["changed"] for r in used.rows] == [1.0, 1.0, 1.0] and used.rows[-1]["other_scene"] == 0.5
     assert used.difference_interval[0] > 0
-    assert "geo uses the scene's geometry: another scene's costs it 31.2 points overall" in used.markdown()
+    assert used.verdict().startswith("plain uses its frames: another scene's cost it 31.2 points overall (95 % interval ")
     # answers change, scores do not move overall
     shuffled = _records([("1", 1.0), ("1", 1.0), ("1", 0.0), ("1", 0.5)], [("A", 1.0), ("A", 1.0)])
-    noise = geometry_control("geo", COLLAPSING, shuffled)
+    noise = input_control("geo", "frames", COLLAPSING, shuffled)
     assert noise.rows[0]["changed"] == 1.0 and noise.rows[1]["changed"] == 0.0
     assert noise.rows[-1]["changed"] == pytest.approx(4 / 6)
-    assert "geo's answers depend on the geometry it gets (67 % change with another scene's), but not for the better: " \
-           "own minus another scene's overall +0.0 points" in noise.markdown()  # fmt: skip
+    assert noise.verdict().startswith("geo's answers depend on its frames (67 % change with another scene's), but not "
+                                      "for the better: own minus another scene's overall +0.0 points")  # fmt: skip
+    section = controls_markdown([same, used, noise])
+    assert section.startswith("## Do the VLMs use what they see? (6 questions)")
+    assert "| geo | geometry | 81.2 | 81.2 | +0.0 [+0.0, +0.0] | 0 % |" in section
+    assert "| geo | frames | 81.2 | 81.2 | +0.0 [" in section and "| 67 % (Obj. Count 100 %) |" in section
+    assert f"- {used.verdict()}" in section
 
 
-def test_geometry_control_refuses_different_questions():
-    from modeling_spa3r.report import geometry_control
+def test_input_control_refuses_different_questions():
+    from modeling_spa3r.report import input_control
 
     with pytest.raises(ValueError, match=r"answered different questions \(6 vs 5; 1 ids in only one\)"):
-        geometry_control("geo", COLLAPSING, COLLAPSING[:-1])
+        input_control("geo", "frames", COLLAPSING, COLLAPSING[:-1])

@@ -294,7 +294,7 @@ def test_spa3_vlm_checkpoint_gets_geometry_inputs(tmp_path, monkeypatch, vsi_fix
     assert summary["num_questions"] == 10
 
 
-def test_geometry_control_gives_every_question_the_next_scenes_views(tmp_path, monkeypatch, vsi_fixture_dir):
+def test_controls_give_every_question_the_next_scenes_frames_or_views(tmp_path, monkeypatch, vsi_fixture_dir):
     from tests.fixtures_vlm import build_spa3_vlm_processor, build_tiny_spa3_vlm
 
     processor = build_spa3_vlm_processor()
@@ -305,32 +305,45 @@ def test_geometry_control_gives_every_question_the_next_scenes_views(tmp_path, m
     original = type(model).generate
 
     def recording_generate(self, *a, **kw):
-        seen.append(kw["geometry_pixel_values"].clone())
+        seen.append({"frames": kw["pixel_values"].clone(), "geometry": kw["geometry_pixel_values"].clone()})
         return original(self, *a, **kw)
 
     monkeypatch.setattr(type(model), "generate", recording_generate)
-    geometry = {}
-    for source in runner.GEOMETRY_SOURCES:
+    inputs = {}
+    for run_name, flags in {"own": [], "geometry": ["--geometry-from", "other-scene"],
+                            "frames": ["--frames-from", "other-scene"]}.items():  # fmt: skip
         seen.clear()
-        args = _args(tmp_path / "spa3", vsi_fixture_dir, tmp_path / source, "--num-frames", "3", "--geometry-from", source)
-        runner.run(args, model=model, processor=processor, state=PartialState())
-        records = _lines(tmp_path / source / "predictions.jsonl")
-        geometry[source] = {r["id"]: views for r, views in zip(records, seen)}  # batch size 1: one call per question
+        runner.run(_args(tmp_path / "spa3", vsi_fixture_dir, tmp_path / run_name, "--num-frames", "3", *flags),
+                   model=model, processor=processor, state=PartialState())  # fmt: skip
+        records = _lines(tmp_path / run_name / "predictions.jsonl")
+        inputs[run_name] = {r["id"]: call for r, call in zip(records, seen)}  # batch size 1: one call per question
     questions = runner.load_questions(vsi_fixture_dir)
     video_of = {q["id"]: runner.visual_path(q, vsi_fixture_dir) for q in questions}
     videos = sorted(set(video_of.values()))
     assert len(videos) == 3
     for q in questions:
-        donor = videos[(videos.index(video_of[q["id"]]) + 1) % len(videos)]
-        donor_question = next(i for i, v in video_of.items() if v == donor)
-        assert torch.equal(geometry["other-scene"][q["id"]], geometry["own"][donor_question])
-        assert not torch.equal(geometry["other-scene"][q["id"]], geometry["own"][q["id"]])
-    records = _lines(tmp_path / "other-scene" / "predictions.jsonl")
-    assert all(r["geometry_video"] == str(videos[(videos.index(video_of[r["id"]]) + 1) % 3]) for r in records)
-    assert "geometry_video" not in _lines(tmp_path / "own" / "predictions.jsonl")[0]
+        donor_video = videos[(videos.index(video_of[q["id"]]) + 1) % len(videos)]
+        donor = next(i for i, v in video_of.items() if v == donor_video)
+        own = inputs["own"]
+        for swapped, kept in (("geometry", "frames"), ("frames", "geometry")):
+            assert torch.equal(inputs[swapped][q["id"]][swapped], own[donor][swapped])
+            assert not torch.equal(inputs[swapped][q["id"]][swapped], own[q["id"]][swapped])
+            assert torch.equal(inputs[swapped][q["id"]][kept], own[q["id"]][kept])
+    for swapped in ("geometry", "frames"):
+        records = _lines(tmp_path / swapped / "predictions.jsonl")
+        assert all(r[f"{swapped}_video"] == str(videos[(videos.index(video_of[r["id"]]) + 1) % 3]) for r in records)
+    assert not {"geometry_video", "frames_video"} & set(_lines(tmp_path / "own" / "predictions.jsonl")[0])
     with pytest.raises(ValueError, match="geometry_from: 'other-scene' on disk vs 'own' now"):
-        runner.run(_args(tmp_path / "spa3", vsi_fixture_dir, tmp_path / "other-scene", "--num-frames", "3"),
+        runner.run(_args(tmp_path / "spa3", vsi_fixture_dir, tmp_path / "geometry", "--num-frames", "3"),
                    model=model, processor=processor, state=PartialState())  # fmt: skip
+
+
+def test_frames_control_on_a_model_without_geometry(tmp_path, monkeypatch, tiny_qwen, tiny_qwen_dir, vsi_fixture_dir):
+    model, processor = tiny_qwen
+    args = _args(tiny_qwen_dir, vsi_fixture_dir, tmp_path / "out", "--frames-from", "other-scene", "--limit", "3")
+    summary, calls = _run_counting(monkeypatch, model, processor, args)
+    assert calls["questions"] == 3 and summary["config"]["frames_from"] == "other-scene"
+    assert all("frames_video" in r for r in _lines(tmp_path / "out" / "predictions.jsonl"))
 
 
 def test_geometry_control_refuses_models_without_geometry_and_a_single_scene(tmp_path, tiny_qwen, tiny_qwen_dir, vsi_fixture_dir):
@@ -343,13 +356,13 @@ def test_geometry_control_refuses_models_without_geometry_and_a_single_scene(tmp
         runner.other_scene_videos(one_scene, vsi_fixture_dir)
 
 
-def test_answers_written_before_the_geometry_control_existed_still_resume(tmp_path, monkeypatch, tiny_qwen, tiny_qwen_dir, vsi_fixture_dir):
+def test_answers_written_before_the_controls_existed_still_resume(tmp_path, monkeypatch, tiny_qwen, tiny_qwen_dir, vsi_fixture_dir):
     model, processor = tiny_qwen
     args = _args(tiny_qwen_dir, vsi_fixture_dir, tmp_path / "out", "--limit", "3")
     _run_counting(monkeypatch, model, processor, args)
     config_file = tmp_path / "out" / runner.RUN_CONFIG_FILE
     config = json.loads(config_file.read_text())
-    del config["geometry_from"]  # a run_config.json from before the option
+    del config["frames_from"], config["geometry_from"]  # a run_config.json from before the controls
     config_file.write_text(json.dumps(config))
     _, calls = _run_counting(monkeypatch, model, processor, _args(tiny_qwen_dir, vsi_fixture_dir, tmp_path / "out", "--limit", "3"))
     assert calls["generate"] == 0

@@ -470,9 +470,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
-    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 487 s, --quick 101 s, "
-                     "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s (the end of every "
-                     "run prints its own seconds per stage).")  # fmt: skip
+    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 479-508 s, --quick 102 s, "
+                     "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls (three more "
+                     "evaluation passes, about 25 s each at the default size); the end of every run prints its own "
+                     "seconds per stage.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(
         "scaling up (for a stronger check than the default; each overrides the default or --quick value)",

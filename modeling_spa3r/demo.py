@@ -244,8 +244,8 @@ def evaluate(model_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     shutil.rmtree(output_dir, ignore_errors=True)  # answers of an earlier demo run's model (the model was retrained)
     eval_main(
         ["--model", str(model_dir), "--data", str(data / "synthvsi_val.jsonl"), "--video-root", str(data),
-         "--output-dir", str(output_dir), "--num-frames", str(settings.eval_frames), "--batch-size", "8", "--no-progress",
-         *([f"--{control}-from", "other-scene"] if control else [])]
+         "--output-dir", str(output_dir), "--num-frames", str(settings.eval_frames), "--batch-size", "8",
+         "--no-progress", *([f"--{control}-from", "other-scene"] if control else [])]
     )  # fmt: skip
     return json.loads((output_dir / "results.json").read_text())
 
@@ -327,7 +327,8 @@ def input_controls(eval_dirs: dict[str, Path], seed: int) -> list:
     def answers(path):
         return list(read_predictions(path).values())
 
-    return [input_control(name, control, answers(eval_dirs[name]), answers(control_dir(eval_dirs[name], control)), seed=seed)
+    return [input_control(name, control, answers(eval_dirs[name]), answers(control_dir(eval_dirs[name], control)),
+                          seed=seed)
             for name in VARIANTS for control in controlled_inputs(name)]  # fmt: skip
 
 
@@ -447,7 +448,8 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
               "caption above). Measured at this scale (README, 'What the demo shows'): the small language models, "
               "trained from scratch, learn little beyond the most frequent answers even from the question text alone, "
               "and greedy digit-by-digit decoding cuts or shifts their numbers; the sections above say whether "
-              "the VLMs use their frames and geometry at all and whether the Spa3R latent holds an answer the VLMs fail to read. A stronger check: --scenes, "
+              "the VLMs use their frames and geometry at all and whether the Spa3R latent holds an answer the VLMs "
+              "fail to read. A stronger check: --scenes, "
               "--pretrain-steps, --sft-epochs (see --help).")
     print(f"\nPSFM representation loss, train {losses['representation_loss'][0]:.3f} → {losses['representation_loss'][1]:.3f}"
           f", held-out rooms {losses['eval_representation_loss'][0]:.3f} → {losses['eval_representation_loss'][1]:.3f}; "
@@ -471,9 +473,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
     parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 479-508 s, --quick 102 s, "
-                     "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls (three more "
-                     "evaluation passes, about 25 s each at the default size); the end of every run prints its own "
-                     "seconds per stage.")  # fmt: skip
+                     "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls "
+                     "(three more evaluation passes, about 25 s each at the default size); the end of every run "
+                     "prints its own seconds per stage.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(
         "scaling up (for a stronger check than the default; each overrides the default or --quick value)",

@@ -199,8 +199,8 @@ def other_scene_videos(questions: list[dict], video_root: str | os.PathLike) -> 
     videos = sorted({visual_path(q, video_root) for q in questions})
     if len(videos) < 2:
         raise ValueError(
-            f"--frames-from/--geometry-from other-scene needs questions from at least two scenes (videos); got {len(videos)}"
-            + (f" ({videos[0]})" if videos else "")
+            "--frames-from/--geometry-from other-scene needs questions from at least two scenes (videos); got "
+            f"{len(videos)}" + (f" ({videos[0]})" if videos else "")
         )
     following = {path: videos[(i + 1) % len(videos)] for i, path in enumerate(videos)}
     return {q["id"]: following[visual_path(q, video_root)] for q in questions}
@@ -367,7 +367,8 @@ def build_messages(num_frames: int, prompt: str) -> list[dict]:
 
 
 def generate_answers(
-    model, processor, frames: list[list], prompts: list[str], max_new_tokens: int, geometry_frames: list[list] | None = None
+    model, processor, frames: list[list], prompts: list[str], max_new_tokens: int,
+    geometry_frames: list[list] | None = None,
 ) -> list[str]:
     """Greedy-decode one batch (left padding); returns the raw generated texts, special tokens removed.
 
@@ -386,7 +387,8 @@ def generate_answers(
             if len(own) != len(other):
                 raise ValueError(f"sample {index}: {len(other)} geometry frames for {len(own)} frames")
         # the processor builds the Spa3R views exactly as for its own frames (its Qwen outputs are not used)
-        other = processor(images=[image for sample in geometry_frames for image in sample], text=texts, padding=True, return_tensors="pt")
+        views = [image for sample in geometry_frames for image in sample]
+        other = processor(images=views, text=texts, padding=True, return_tensors="pt")
         inputs["geometry_pixel_values"] = other["geometry_pixel_values"]
         inputs["geometry_scene_sizes"] = other["geometry_scene_sizes"]
     inputs = inputs.to(model.device)

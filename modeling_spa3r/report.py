@@ -297,8 +297,8 @@ def input_control(model: str, swapped: str, own: list[dict], other_scene: list[d
     """Compare a model's prediction records with its own scenes' `swapped` input and with another scene's (same ids)."""
     own_by_id, other_by_id = {r["id"]: r for r in own}, {r["id"]: r for r in other_scene}
     if set(own_by_id) != set(other_by_id):
-        raise ValueError(f"input_control: the two runs answered different questions ({len(own_by_id)} vs {len(other_by_id)}; "
-                         f"{len(set(own_by_id) ^ set(other_by_id))} ids in only one)")  # fmt: skip
+        raise ValueError(f"input_control: the two runs answered different questions ({len(own_by_id)} vs "
+                         f"{len(other_by_id)}; {len(set(own_by_id) ^ set(other_by_id))} ids in only one)")  # fmt: skip
     ids = sorted(own_by_id, key=str)
     own_scores, other_scores = vsibench.aggregate(own), vsibench.aggregate(other_scene)
     changed = {i: _answer_text(own_by_id[i]) != _answer_text(other_by_id[i]) for i in ids}
@@ -307,26 +307,30 @@ def input_control(model: str, swapped: str, own: list[dict], other_scene: list[d
         in_task = [i for i in ids if _task_of(own_by_id[i]["question_type"]) == task]
         if in_task:
             rows.append({"task": vsibench.TASK_DISPLAY_NAMES[task], "n": len(in_task), "own": own_scores[task],
-                         "other_scene": other_scores[task], "changed": float(np.mean([changed[i] for i in in_task]))})  # fmt: skip
+                         "other_scene": other_scores[task],
+                         "changed": float(np.mean([changed[i] for i in in_task]))})  # fmt: skip
     rows.append({"task": f"overall (macro mean of {len(rows)} tasks)", "n": len(ids), "own": own_scores[OVERALL],
                  "other_scene": other_scores[OVERALL], "changed": float(np.mean(list(changed.values())))})  # fmt: skip
-    differences: dict[str, list[float]] = {}
+    differences: dict[str, list[float]] = {}  # question type → paired score differences
     for i in ids:
-        differences.setdefault(own_by_id[i]["question_type"], []).append(own_by_id[i]["score"] - other_by_id[i]["score"])
-    interval = _bootstrap({t: np.asarray(v) for t, v in differences.items()}, list(vsibench.TASK_KEYS), resamples, seed)[OVERALL]
+        difference = own_by_id[i]["score"] - other_by_id[i]["score"]
+        differences.setdefault(own_by_id[i]["question_type"], []).append(difference)
+    per_type = {t: np.asarray(v) for t, v in differences.items()}
+    interval = _bootstrap(per_type, list(vsibench.TASK_KEYS), resamples, seed)[OVERALL]
     return InputControl(model, swapped, rows, interval)
 
 
 def controls_markdown(controls: list[InputControl]) -> str:
     """A section: per control, the overall scores with own and another scene's input, the paired difference and the
     share of answers that changed (with the tasks where any changed), then each control's verdict."""
-    lines = ["| model | input from another scene | own | another scene's | own − another [95 % CI] | answers changed |",
-             "|---|---|---:|---:|---:|---|"]  # fmt: skip
+    lines = ["| model | input from another scene | own | another scene's | own − another [95 % CI] "
+             "| answers changed |", "|---|---|---:|---:|---:|---|"]  # fmt: skip
     for control in controls:
         overall, (low, high) = control.rows[-1], control.difference_interval
         tasks = ", ".join(f"{r['task']} {100 * r['changed']:.0f} %" for r in control.rows[:-1] if r["changed"] > 0)
-        lines.append(f"| {control.model} | {control.swapped} | {_pct(overall['own'])} | {_pct(overall['other_scene'])} | "
-                     f"{100 * (overall['own'] - overall['other_scene']):+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | "
+        difference = 100 * (overall["own"] - overall["other_scene"])
+        lines.append(f"| {control.model} | {control.swapped} | {_pct(overall['own'])} | "
+                     f"{_pct(overall['other_scene'])} | {difference:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | "
                      f"{100 * overall['changed']:.0f} %{f' ({tasks})' if tasks else ''} |")  # fmt: skip
     verdicts = "\n".join(f"- {control.verdict()}" for control in controls)
     return (f"## Do the VLMs use what they see? ({controls[0].rows[-1]['n']} questions)\n\nThe same model and "

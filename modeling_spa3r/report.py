@@ -335,7 +335,8 @@ def controls_markdown(controls: list[InputControl]) -> str:
     verdicts = "\n".join(f"- {control.verdict()}" for control in controls)
     return (f"## Do the VLMs use what they see? ({controls[0].rows[-1]['n']} questions)\n\nThe same model and "
             "questions, answered again with the frames, or the Spa3R views, of another scene's video (`spa3r eval "
-            "--frames-from/--geometry-from other-scene`); overall = macro mean; the interval is a paired bootstrap."
+            "--frames-from/--geometry-from other-scene`); overall = macro mean; the interval is a paired bootstrap over "
+            "questions for this one trained model, not over training runs."
             f"\n\n" + "\n".join(lines) + f"\n\n{verdicts}\n")
 
 

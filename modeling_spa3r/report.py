@@ -7,6 +7,9 @@ model's score with a seeded 95 % bootstrap interval (questions resampled within 
 line per model (the share of the model's most frequent parsed answer per task; above ``collapse_threshold`` the task
 is flagged). The overall row is the official macro mean over the tasks with questions. The caption says plainly
 which models do not beat the blind prior (the interval's lower end not above it) or collapse on which tasks.
+
+The input controls (`input_control`, `controls_markdown`) compare one model's answers with its own scenes' frames or
+Spa3R views against another scene's (`spa3r eval --frames-from/--geometry-from other-scene`): does it use them?
 """
 
 from __future__ import annotations

@@ -319,30 +319,32 @@ def control_dir(eval_dir: Path, control: str) -> Path:
     return eval_dir.with_name(f"{eval_dir.name}-other-{control}")
 
 
-def input_controls(eval_dirs: dict[str, Path], seed: int) -> list:
-    """Each variant's answers with its own vs another room's frames / Spa3R views (`report.input_control`)."""
+def read_answers(eval_dir: Path) -> list[dict]:
+    """The per-question prediction records of one evaluation folder."""
     from .eval_vsibench import read_predictions
+
+    return list(read_predictions(eval_dir).values())
+
+
+def input_controls(predictions: dict[str, list[dict]], eval_dirs: dict[str, Path], seed: int) -> list:
+    """Each variant's answers (`predictions`) against its answers with another room's frames / Spa3R views, read
+    from the control folders beside `eval_dirs` (`report.input_control`)."""
     from .report import input_control
 
-    def answers(path):
-        return list(read_predictions(path).values())
-
-    return [input_control(name, control, answers(eval_dirs[name]), answers(control_dir(eval_dirs[name], control)),
+    return [input_control(name, control, predictions[name], read_answers(control_dir(eval_dirs[name], control)),
                           seed=seed)
             for name in VARIANTS for control in controlled_inputs(name)]  # fmt: skip
 
 
-def results_table(data: Path, eval_dirs: dict[str, Path], seed: int):
+def results_table(data: Path, predictions: dict[str, list[dict]], seed: int):
     """The evidence-carrying table of both variants (modeling_spa3r/report.py) from their per-question predictions,
     with chance and the blind priors fitted on SynthVSI-train."""
     from .data.priors import blind_priors
-    from .eval_vsibench import read_predictions
     from .report import build_report
 
     train, val = ([json.loads(line) for line in (data / f"synthvsi_{split}.jsonl").read_text().splitlines() if line.strip()]
                   for split in ("train", "val"))  # fmt: skip
     priors = blind_priors(train, val)
-    predictions = {name: list(read_predictions(path).values()) for name, path in eval_dirs.items()}
     return build_report(predictions, priors, seed=seed)
 
 
@@ -420,10 +422,11 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     eval_dirs = {name: out / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
     with watch.stage("4/5 SFT on SynthVSI-train and 5/5 SynthVSI-val evaluation, both variants in parallel"):
         results = train_and_evaluate_variants(data, init_dirs, out, eval_dirs, settings, seed)
-    table = results_table(data, eval_dirs, seed)
+    predictions = {name: read_answers(path) for name, path in eval_dirs.items()}
+    table = results_table(data, predictions, seed)
     title = f"SynthVSI-val ({summary['questions']['val']} questions, {len(summary['splits']['val'])} rooms)"
     write_report(table, out, title)
-    controls = input_controls(eval_dirs, seed)
+    controls = input_controls(predictions, eval_dirs, seed)
     sections = [controls_markdown(controls)]
     if readout is not None:
         sections.append(readout_section(readout, table))

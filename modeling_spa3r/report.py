@@ -281,9 +281,14 @@ class InputControl:
         return {"model": self.model, "swapped": self.swapped, "rows": self.rows,
                 "difference_interval": list(self.difference_interval)}  # fmt: skip
 
+    @property
+    def difference(self) -> float:
+        """Overall score with its own input minus with another scene's."""
+        return self.rows[-1]["own"] - self.rows[-1]["other_scene"]
+
     def verdict(self) -> str:
         overall, (low, high) = self.rows[-1], self.difference_interval
-        difference = 100 * (overall["own"] - overall["other_scene"])
+        difference = 100 * self.difference
         if overall["changed"] == 0:
             return (f"{self.model} gives the same answer to every question whatever scene's {self.swapped} it gets: "
                     f"it does not use its {self.swapped}.")
@@ -331,7 +336,7 @@ def controls_markdown(controls: list[InputControl]) -> str:
     for control in controls:
         overall, (low, high) = control.rows[-1], control.difference_interval
         tasks = ", ".join(f"{r['task']} {100 * r['changed']:.0f} %" for r in control.rows[:-1] if r["changed"] > 0)
-        difference = 100 * (overall["own"] - overall["other_scene"])
+        difference = 100 * control.difference
         lines.append(f"| {control.model} | {control.swapped} | {_pct(overall['own'])} | "
                      f"{_pct(overall['other_scene'])} | {difference:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | "
                      f"{100 * overall['changed']:.0f} %{f' ({tasks})' if tasks else ''} |")  # fmt: skip

@@ -196,14 +196,15 @@ def sample_frame_indices(total: int, num_frames: int) -> list[int]:
 def other_scene_videos(questions: list[dict], video_root: str | os.PathLike) -> dict:
     """The controls' donors: question id → the video of the next scene (videos sorted by path, cyclic), so no
     question gets its own scene's frames or geometry."""
-    videos = sorted({visual_path(q, video_root) for q in questions})
+    video_of = {q["id"]: visual_path(q, video_root) for q in questions}
+    videos = sorted(set(video_of.values()))
     if len(videos) < 2:
         raise ValueError(
             "--frames-from/--geometry-from other-scene needs questions from at least two scenes (videos); got "
             f"{len(videos)}" + (f" ({videos[0]})" if videos else "")
         )
     following = {path: videos[(i + 1) % len(videos)] for i, path in enumerate(videos)}
-    return {q["id"]: following[visual_path(q, video_root)] for q in questions}
+    return {question_id: following[path] for question_id, path in video_of.items()}
 
 
 def load_frames(path: str | os.PathLike, num_frames: int) -> list:

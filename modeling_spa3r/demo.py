@@ -7,11 +7,13 @@
    (what the latent holds, apart from whether a VLM reads it);
 3. build a small Qwen2.5-VL (real classes, a tokenizer trained offline on the synthetic text) and from it a Spa3-VLM
    with the pretrained Spa3R, plus the same VLM without geometry;
-4. fine-tune both on SynthVSI-train with the SFT pipeline (`spa3-vlm-sft-cpu`);
+4. fine-tune both on SynthVSI-train with the SFT pipeline (`spa3-vlm-sft-cpu`), with the answer loss on
+   SynthVSI-val's conversations (held-out rooms) before and during training;
 5. evaluate both on SynthVSI-val with the VSI-Bench scorer and print the per-task table side by side.
 
-Everything lands in `--out` (default `runs/demo`): `loss_curves.png`, `feature_fields.png`, `results.md` (with the
-room-size readout below the table), `results.json`, the checkpoints and the predictions.
+Everything lands in `--out` (default `runs/demo`): `loss_curves.png`, `feature_fields.png`, `sft_curves.png`,
+`results.md` (the table, then the fine-tuning losses, the input controls and the room-size readout), `results.json`,
+the checkpoints and the predictions.
 """
 
 import argparse
@@ -27,6 +29,7 @@ import torch
 #: the two VLMs compared: name → (folder suffix, whether the processor feeds Spa3R)
 VARIANTS = {"Spa3-VLM": ("spa3-vlm", True), "VLM without geometry": ("no-geometry", False)}
 SFT_BATCH_SIZE = 4
+SFT_EVALUATIONS = 6  # held-out loss evaluations per SFT run, plus one before training
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,75 @@ def plot_feature_fields(run_dir: Path, scene: Path, settings: DemoSettings, png:
     return {name: [round(float(c), 3) for c in values] for name, values in cosines.items()}
 
 
+def sft_losses(run_dirs: dict[str, Path]) -> dict[str, dict]:
+    """Per variant, from its SFT `trainer_state.json`: the train answer-token loss and the SynthVSI-val one as
+    [[epoch, loss], ...], and the held-out loss before training, at its lowest (with the epoch) and at the end."""
+    curves = {}
+    for name, run_dir in run_dirs.items():
+        history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+        train = [[entry["epoch"], entry["loss"]] for entry in history if "loss" in entry]
+        held_out = [[entry["epoch"], entry["eval_loss"]] for entry in history if "eval_loss" in entry]
+        if not train or not held_out:
+            raise ValueError(f"{run_dir / 'trainer_state.json'}: no {'train' if not train else 'held-out'} loss logged")
+        lowest = min(held_out, key=lambda point: point[1])
+        curves[name] = {"train": train, "held_out": held_out, "held_out_start": held_out[0][1],
+                        "held_out_lowest": lowest, "held_out_end": held_out[-1][1]}  # fmt: skip
+    return curves
+
+
+def plot_sft_losses(curves: dict[str, dict], png: Path) -> None:
+    """Train (lines) and SynthVSI-val (dashed, dots) answer-token loss of each variant's SFT, by epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, (name, curve) in zip(colours, curves.items()):
+        axis.plot(*zip(*curve["train"]), color=colour, linewidth=1.5, label=f"{name}: train")
+        axis.plot(*zip(*curve["held_out"]), "o--", color=colour, markersize=4, linewidth=1,
+                  label=f"{name}: held-out rooms (end {curve['held_out_end']:.3f})")  # fmt: skip
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("answer-token loss (nats)")
+    axis.set_yscale("log")
+    axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 1, 2, 5 rather than 10^0 · 2
+    axis.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("SFT on SynthVSI-train: train (lines) vs SynthVSI-val conversations (dashed, dots)")
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+
+
+def sft_section(curves: dict[str, dict]) -> str:
+    """Markdown: each variant's train and held-out answer loss, and whether the held-out loss still fell at the end."""
+    lines = ["## Fine-tuning: train vs held-out answer loss", "",
+             "Answer-token cross-entropy (nats) of the SFT runs, on SynthVSI-train and on SynthVSI-val's conversations "
+             "(held-out rooms; before training and during it; `sft_curves.png`).", "",
+             "| model | train, first → last logged | held-out, before → lowest (epoch) → end | end − lowest |",
+             "|---|---|---|---:|"]  # fmt: skip
+    notes = []
+    for name, curve in curves.items():
+        (first, last), (epoch, lowest) = (curve["train"][0][1], curve["train"][-1][1]), curve["held_out_lowest"]
+        end = curve["held_out_end"]
+        start = curve["held_out_start"]
+        lines.append(f"| {name} | {first:.3f} → {last:.3f} | {start:.3f} → {lowest:.3f} ({epoch:.1f}) → {end:.3f} "
+                     f"| {end - lowest:+.3f} |")  # fmt: skip
+        if end > lowest * 1.02:
+            notes.append(f"{name}: the held-out loss is lowest at epoch {epoch:.1f} and ends "
+                         f"{100 * (end / lowest - 1):.0f} % above it, while the train loss goes on falling: the later "
+                         f"epochs fit the train answers, not what carries over to new rooms.")  # fmt: skip
+        else:
+            notes.append(f"{name}: the held-out loss is still at its lowest at the end ({end:.3f}; train {last:.3f}).")
+    if len(curves) == 2:
+        (a, ca), (b, cb) = curves.items()
+        difference = ca["held_out_end"] - cb["held_out_end"]
+        notes.append(f"Held-out loss at the end, {a} − {b}: {difference:+.3f} nats per answer token.")
+    return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
+
+
 def room_size_readout(spa3r_dir: Path, data: Path, out: Path, settings: DemoSettings, seed: int):
     """SynthVSI-val's Room Size answered from the Spa3R latent of `eval_frames` spread views by a ridge probe fitted
     on the train rooms (`modeling_spa3r.probe.readout_room_size`), against random encoders and thumbnails: what the
@@ -219,16 +291,22 @@ def build_vlms(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, s
 
 
 def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, seed: int, callbacks=None) -> Path:
+    """SFT on SynthVSI-train; the answer-token loss on SynthVSI-val's conversations is logged before training and
+    SFT_EVALUATIONS times during it (the held-out curve of `sft_curves.png`)."""
     from .training.sft import main as sft_main
 
+    eval_steps = max(1, sft_steps(data, settings) // SFT_EVALUATIONS)
     sft_main(
         ["--preset", "spa3-vlm-sft-cpu", "--model_name_or_path", str(init_dir), "--train_file",
-         str(data / "sft" / "synthvsi_train_sft.json"), "--media_root", str(data), "--output_dir", str(output_dir),
+         str(data / "sft" / "synthvsi_train_sft.json"), "--eval_file", str(data / "sft" / "synthvsi_val_sft.json"),
+         "--eval_strategy", "steps", "--eval_steps", str(eval_steps), "--eval_on_start", "true",
+         "--per_device_eval_batch_size", "8", "--media_root", str(data), "--output_dir", str(output_dir),
          "--max_steps", "-1", "--num_train_epochs", str(settings.sft_epochs), "--per_device_train_batch_size",
          str(SFT_BATCH_SIZE),
          "--learning_rate", "2e-3", "--video_cache_size", str(len(list((data / "scenes").iterdir()))),
          "--save_strategy", "no", "--activation_checkpointing", "false",
-         "--logging_steps", "10", "--report_to", "none", "--seed", str(seed), "--disable_tqdm", "true"],
+         "--logging_steps", str(min(10, eval_steps)), "--report_to", "none", "--seed", str(seed),
+         "--disable_tqdm", "true"],
         callbacks=callbacks,
     )  # fmt: skip
     return output_dir
@@ -422,12 +500,14 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     eval_dirs = {name: out / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
     with watch.stage("4/5 SFT on SynthVSI-train and 5/5 SynthVSI-val evaluation, both variants in parallel"):
         results = train_and_evaluate_variants(data, init_dirs, out, eval_dirs, settings, seed)
+    sft_curves = sft_losses({name: out / f"sft-{slug}" for name, (slug, _) in VARIANTS.items()})
+    plot_sft_losses(sft_curves, out / "sft_curves.png")
     predictions = {name: read_answers(path) for name, path in eval_dirs.items()}
     table = results_table(data, predictions, seed)
     title = f"SynthVSI-val ({summary['questions']['val']} questions, {len(summary['splits']['val'])} rooms)"
     write_report(table, out, title)
     controls = input_controls(predictions, eval_dirs, seed)
-    sections = [controls_markdown(controls)]
+    sections = [sft_section(sft_curves), controls_markdown(controls)]
     if readout is not None:
         sections.append(readout_section(readout, table))
     with open(out / "results.md", "a") as results_md:
@@ -438,6 +518,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
         "held_out_field_cosine": cosines,
         "results": results,
         "table": table.to_dict(),
+        "sft_losses": sft_curves,
         "input_controls": [control.to_dict() for control in controls],
         "room_size_readout": readout.to_json() if readout is not None else None,
         "seconds": {**watch.stages, "total": watch.total},
@@ -459,7 +540,8 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
           f"held-out field cosine {cosines}")
     print("\nmeasured time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in watch.stages.items())
           + f"; total {watch.total:.0f} s")
-    print(f"wrote {out / 'loss_curves.png'}, {out / 'feature_fields.png'}, {out / 'results.md'}, {out / 'results.png'}")
+    pictures = ", ".join(str(out / name) for name in ("loss_curves.png", "feature_fields.png", "sft_curves.png"))
+    print(f"wrote {pictures}, {out / 'results.md'}, {out / 'results.png'}")
     return report
 
 
@@ -475,10 +557,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
-    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 479-508 s, --quick 102 s, "
+    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 529 s, --quick 90 s; "
                      "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls "
-                     "(three more evaluation passes, about 25 s each at the default size); the end of every run "
-                     "prints its own seconds per stage.")  # fmt: skip
+                     "(three more evaluation passes, about 25 s each at the default size) and the SFT held-out loss "
+                     "(seven passes over SynthVSI-val's conversations, 5-10 s each at the default size); the end of "
+                     "every run prints its own seconds per stage.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(
         "scaling up (for a stronger check than the default; each overrides the default or --quick value)",

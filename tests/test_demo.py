@@ -17,7 +17,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     threads = torch.get_num_threads()
     report = run(tmp_path, settings)
     assert torch.get_num_threads() == threads  # the demo's one-thread setting does not leak to the caller
-    for name in ("loss_curves.png", "feature_fields.png", "results.md", "results.json"):
+    for name in ("loss_curves.png", "feature_fields.png", "sft_curves.png", "results.md", "results.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["scenes"] == 8
     assert set(report["results"]) == set(VARIANTS)
@@ -50,6 +50,11 @@ def test_demo_end_to_end(tmp_path, capsys):
         records = [json.loads(line) for line in lines]
         assert len(records) == counts["Spa3-VLM"]
         assert all(Path(r[f"{swapped}_video"]).stem != r["scene_name"] for r in records)
+    for name, sft in report["sft_losses"].items():  # SFT's held-out answer loss: before training, then during it
+        history = json.loads((tmp_path / f"sft-{VARIANTS[name][0]}" / "trainer_state.json").read_text())["log_history"]
+        assert sft["held_out"] == [[e["epoch"], e["eval_loss"]] for e in history if "eval_loss" in e]
+        assert sft["held_out"][0][0] == 0 and len(sft["held_out"]) >= 2 and sft["train"]
+    assert "## Fine-tuning: train vs held-out answer loss" in table
     curves = report["pretraining_loss_first_last"]  # train and held-out-room curves of the PSFM stage
     assert {"representation_loss", "probe_loss", "eval_representation_loss", "eval_probe_loss"} <= set(curves)
     # the no-geometry twin never sees Spa3R inputs
@@ -100,6 +105,33 @@ def test_readout_section_says_where_room_size_is_lost(latent, intervals, verdict
     assert verdict in section and "fitted on the 75 train rooms" in section
     assert f"checkpoint: {100 * sum(latent) / 2:.1f} [{100 * latent[0]:.1f}, {100 * latent[1]:.1f}]" in section
     assert "random init: 31.0 ± 1.0 (2 seeds)" in section and "blind prior: 35.0; the VLMs: a 25.0, b 20.0" in section
+
+
+def _trainer_state(folder: Path, train: list, held_out: list) -> Path:
+    folder.mkdir()
+    history = [{"epoch": e, "loss": v} for e, v in train] + [{"epoch": e, "eval_loss": v} for e, v in held_out]
+    (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    return folder
+
+
+def test_sft_losses_and_section(tmp_path):
+    """Exact curves and summary from the trainer state; the section names an overfitting run and a still-improving one."""
+    runs = {"a": _trainer_state(tmp_path / "a", [[0.5, 2.0], [1.0, 1.0]], [[0, 6.0], [0.5, 1.5], [1.0, 1.8]]),
+            "b": _trainer_state(tmp_path / "b", [[0.5, 2.2], [1.0, 1.2]], [[0, 6.0], [0.5, 1.7], [1.0, 1.6]])}
+    curves = demo.sft_losses(runs)
+    assert curves["a"] == {"train": [[0.5, 2.0], [1.0, 1.0]], "held_out": [[0, 6.0], [0.5, 1.5], [1.0, 1.8]],
+                           "held_out_start": 6.0, "held_out_lowest": [0.5, 1.5], "held_out_end": 1.8}  # fmt: skip
+    section = demo.sft_section(curves)
+    assert "| a | 2.000 → 1.000 | 6.000 → 1.500 (0.5) → 1.800 | +0.300 |" in section
+    assert "| b | 2.200 → 1.200 | 6.000 → 1.600 (1.0) → 1.600 | +0.000 |" in section
+    assert "a: the held-out loss is lowest at epoch 0.5 and ends 20 % above it" in section
+    assert "b: the held-out loss is still at its lowest at the end (1.600; train 1.200)." in section
+    assert "Held-out loss at the end, a − b: +0.200 nats per answer token." in section
+    demo.plot_sft_losses(curves, tmp_path / "sft.png")
+    assert (tmp_path / "sft.png").stat().st_size > 0
+    _trainer_state(tmp_path / "c", [[1.0, 1.0]], [])
+    with pytest.raises(ValueError, match=r"c/trainer_state.json: no held-out loss logged"):
+        demo.sft_losses({"c": tmp_path / "c"})
 
 
 def test_demo_names_missing_training_packages(monkeypatch, capsys):

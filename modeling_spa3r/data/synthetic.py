@@ -5,7 +5,8 @@ Output layout of :func:`generate_dataset` (``<out>`` is also the VSI-Bench video
     <out>/scenes/<scene_name>/...            one ScanNet-like folder per scene (see ``io``)
     <out>/synthvsi/<scene_name>.mp4          the trajectory video, VSI-Bench path convention
     <out>/synthvsi_<split>.jsonl             SynthVSI questions (VSI-Bench record format)
-    <out>/sft/synthvsi_train_sft.json        SFT conversations for the train split (VSI-590K style)
+    <out>/sft/synthvsi_<split>_sft.json      SFT conversations (VSI-590K style) of the train split, and of val /
+                                             test when they have questions (held-out loss during SFT)
     <out>/dataset.json                       generation settings, splits, scene seeds, question counts per
                                              type, blind-prior scores (train -> val + test, see ``priors``)
 
@@ -193,9 +194,9 @@ def _write_questions(out: Path, summary: dict, metas: dict[str, list[dict]]) -> 
         summary["questions"][split] = len(records)
         summary["question_types"][split] = dict(sorted(Counter(r["question_type"] for r in records).items()))
         split_records[split] = records
-        if split == "train":
+        if split == "train" or records:  # held-out conversations give SFT a held-out loss (`--eval_file`)
             (out / "sft").mkdir(exist_ok=True)
-            dio.write_json(out / "sft" / f"{DATASET_NAME}_train_sft.json", build_sft(records))
+            dio.write_json(out / "sft" / f"{DATASET_NAME}_{split}_sft.json", build_sft(records))
     held_out = split_records["val"] + split_records["test"]
     if split_records["train"] and held_out:
         try:

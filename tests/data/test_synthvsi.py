@@ -377,6 +377,10 @@ def test_sft_conversations_cover_train_split(synth_root):
     train = _records(synth_root, "train")
     assert len(sft) == len(train) > 0
     assert build_sft(train) == sft
+    for split in ("val", "test"):  # held-out conversations (SFT's held-out loss), one per question of the split
+        held_out = _records(synth_root, split)
+        path = synth_root / "sft" / f"synthvsi_{split}_sft.json"
+        assert json.loads(path.read_text()) == build_sft(held_out) if held_out else not path.exists()
     for conv, rec in zip(sft, train):
         human, gpt = conv["conversations"]
         assert human["from"] == "human" and human["value"].startswith("<video>\nThese are frames of a video.\n")

@@ -117,7 +117,8 @@ def _trainer_state(folder: Path, train: list, held_out: list) -> Path:
 def test_sft_losses_and_section(tmp_path):
     """Exact curves and summary from the trainer state; the section names an overfitting run and a still-improving one."""
     runs = {"a": _trainer_state(tmp_path / "a", [[0.5, 2.0], [1.0, 1.0]], [[0, 6.0], [0.5, 1.5], [1.0, 1.8]]),
-            "b": _trainer_state(tmp_path / "b", [[0.5, 2.2], [1.0, 1.2]], [[0, 6.0], [0.5, 1.7], [1.0, 1.6]])}
+            "b": _trainer_state(tmp_path / "b", [[0.5, 2.2], [1.0, 1.2]], [[0, 6.0], [0.5, 1.7], [1.0, 1.6]]),
+            "c": _trainer_state(tmp_path / "c", [[1.0, 1.1]], [[0, 6.0], [0.5, 1.60], [1.0, 1.62]])}
     curves = demo.sft_losses(runs)
     assert curves["a"] == {"train": [[0.5, 2.0], [1.0, 1.0]], "held_out": [[0, 6.0], [0.5, 1.5], [1.0, 1.8]],
                            "held_out_start": 6.0, "held_out_lowest": [0.5, 1.5], "held_out_end": 1.8}  # fmt: skip
@@ -125,13 +126,15 @@ def test_sft_losses_and_section(tmp_path):
     assert "| a | 2.000 → 1.000 | 6.000 → 1.500 (0.5) → 1.800 | +0.300 |" in section
     assert "| b | 2.200 → 1.200 | 6.000 → 1.600 (1.0) → 1.600 | +0.000 |" in section
     assert "a: the held-out loss is lowest at epoch 0.5 and ends 20 % above it" in section
-    assert "b: the held-out loss is still at its lowest at the end (1.600; train 1.200)." in section
-    assert "Held-out loss at the end, a − b: +0.200 nats per answer token." in section
+    assert "b: the held-out loss is at its lowest at the end, still falling (1.600; train 1.200)." in section
+    assert "c: the held-out loss ends within 2 % of its lowest (epoch 0.5): flat at the end (1.620; train 1.100)." in section
+    assert "a − b" not in section  # the difference line is for the demo's two variants
+    assert "Held-out loss at the end, a − b: +0.200 nats per answer token" in demo.sft_section({k: curves[k] for k in "ab"})
     demo.plot_sft_losses(curves, tmp_path / "sft.png")
     assert (tmp_path / "sft.png").stat().st_size > 0
-    _trainer_state(tmp_path / "c", [[1.0, 1.0]], [])
-    with pytest.raises(ValueError, match=r"c/trainer_state.json: no held-out loss logged"):
-        demo.sft_losses({"c": tmp_path / "c"})
+    _trainer_state(tmp_path / "d", [[1.0, 1.0]], [])
+    with pytest.raises(ValueError, match=r"d/trainer_state.json: no held-out loss logged"):
+        demo.sft_losses({"d": tmp_path / "d"})
 
 
 def test_demo_names_missing_training_packages(monkeypatch, capsys):

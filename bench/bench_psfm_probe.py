@@ -108,8 +108,9 @@ Stop 25: 160 held-out rooms, the default now (40 before). The three checkpoints 
 probed again on 160 held-out rooms of their seeds (the same 40 and the next 120 of the val seed range): single R²
 values moved by 0.05 / 0.05 / 0.04 (median over properties and representations; 90th percentile 0.14 / 0.10 / 0.12)
 against the 40-room scores. Margins of a few hundredths, as at seed 1, were below what 40 rooms can resolve.
-Pretraining is deterministic: `python bench/bench_psfm_probe.py` at seed 0, rooms rendered fresh, reproduces its
-checkpoint's re-probe to the last digit (1085 s on 2 idle cores). On 160 held-out rooms:
+Pretraining is deterministic: `python bench/bench_psfm_probe.py` at seed 0 and with `--seed 1`, rooms rendered
+fresh, reproduce their checkpoints' re-probes to the last digit (1085 s on 2 idle cores; 1146 s, its first minutes
+beside a test run). On 160 held-out rooms:
 
   | seed | room mean R²: ckpt / random init / no view slots / random encoders | layout mean R²: same order | > random init | > random encoders |
   |---|---|---|---:|---:|

@@ -29,7 +29,12 @@ import torch
 #: the two VLMs compared: name → (folder suffix, whether the processor feeds Spa3R)
 VARIANTS = {"Spa3-VLM": ("spa3-vlm", True), "VLM without geometry": ("no-geometry", False)}
 SFT_BATCH_SIZE = 4
-SFT_EVALUATIONS = 6  # held-out loss evaluations per SFT run, plus one before training
+SFT_EVALUATIONS = 4  # held-out loss evaluations per SFT run, plus one before training
+#: SFT's held-out sets (relative to the data folder): SynthVSI-val's conversations with each question's own video,
+#: and the same with another room's (written by `other_scene_conversations`)
+HELD_OUT = {"own": "sft/synthvsi_val_sft.json", "other_scene": "sft/synthvsi_val_sft_other_scene.json"}
+#: the SFT losses the demo reads from each run's log: train, and the two held-out sets
+SFT_LOGGED = {"train": "loss", "held_out": "eval_own_loss", "held_out_other_scene": "eval_other_scene_loss"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,10 @@ def generate_data(out: Path, settings: DemoSettings, seed: int) -> dict:
     from .data import SynthConfig, generate_dataset
 
     config = SynthConfig(width=settings.width, height=settings.height, frames=settings.frames, fps=4, max_objects=12)
-    return generate_dataset(out, settings.scenes, seed=seed, config=config, workers=2, val_fraction=0.25, test_fraction=0.0)
+    summary = generate_dataset(out, settings.scenes, seed=seed, config=config, workers=2, val_fraction=0.25,
+                               test_fraction=0.0)  # fmt: skip
+    other_scene_conversations(out)
+    return summary
 
 
 def pretrain(data: Path, summary: dict, out: Path, settings: DemoSettings, seed: int) -> Path:
@@ -171,18 +179,21 @@ def plot_feature_fields(run_dir: Path, scene: Path, settings: DemoSettings, png:
 
 
 def sft_losses(run_dirs: dict[str, Path]) -> dict[str, dict]:
-    """Per variant, from its SFT `trainer_state.json`: the train answer-token loss and the SynthVSI-val one as
-    [[epoch, loss], ...], and the held-out loss before training, at its lowest (with the epoch) and at the end."""
+    """Per variant, from its SFT `trainer_state.json`, as [[epoch, loss], ...]: the train answer-token loss, the
+    SynthVSI-val one with each question's own video (`held_out`) and with another room's (`held_out_other_scene`);
+    and the own-video held-out loss before training, at its lowest (with the epoch) and at the end."""
     curves = {}
     for name, run_dir in run_dirs.items():
-        history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
-        train = [[entry["epoch"], entry["loss"]] for entry in history if "loss" in entry]
-        held_out = [[entry["epoch"], entry["eval_loss"]] for entry in history if "eval_loss" in entry]
-        if not train or not held_out:
-            raise ValueError(f"{run_dir / 'trainer_state.json'}: no {'train' if not train else 'held-out'} loss logged")
-        lowest = min(held_out, key=lambda point: point[1])
-        curves[name] = {"train": train, "held_out": held_out, "held_out_start": held_out[0][1],
-                        "held_out_lowest": lowest, "held_out_end": held_out[-1][1]}  # fmt: skip
+        state = run_dir / "trainer_state.json"
+        history = json.loads(state.read_text())["log_history"]
+        series = {key: [[entry["epoch"], entry[logged]] for entry in history if logged in entry]
+                  for key, logged in SFT_LOGGED.items()}  # fmt: skip
+        missing = [SFT_LOGGED[key] for key, points in series.items() if not points]
+        if missing:
+            raise ValueError(f"{state}: no {', '.join(missing)} logged")
+        own, other = series["held_out"], series["held_out_other_scene"]
+        curves[name] = {**series, "held_out_start": own[0][1], "held_out_lowest": min(own, key=lambda point: point[1]),
+                        "held_out_end": own[-1][1], "held_out_other_scene_end": other[-1][1]}  # fmt: skip
     return curves
 
 
@@ -199,6 +210,8 @@ def plot_sft_losses(curves: dict[str, dict], png: Path) -> None:
         axis.plot(*zip(*curve["train"]), color=colour, linewidth=1.5, label=f"{name}: train")
         axis.plot(*zip(*curve["held_out"]), "o--", color=colour, markersize=4, linewidth=1,
                   label=f"{name}: held-out rooms (end {curve['held_out_end']:.3f})")  # fmt: skip
+        axis.plot(*zip(*curve["held_out_other_scene"]), "x:", color=colour, markersize=5, linewidth=1,
+                  label=f"{name}: held-out, another room's video (end {curve['held_out_other_scene_end']:.3f})")  # fmt: skip
     axis.set_xlabel("epoch")
     axis.set_ylabel("answer-token loss (nats)")
     axis.set_yscale("log")
@@ -206,26 +219,30 @@ def plot_sft_losses(curves: dict[str, dict], png: Path) -> None:
     axis.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title("SFT on SynthVSI-train: train (lines) vs SynthVSI-val conversations (dashed, dots)")
+    axis.set_title("SFT on SynthVSI-train: train (lines) vs SynthVSI-val conversations\n(dashed: own video; "
+                   "dotted: another room's video, the same questions)")
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)
 
 
 def sft_section(curves: dict[str, dict]) -> str:
-    """Markdown: each variant's train and held-out answer loss, and whether the held-out loss still fell at the end."""
+    """Markdown: each variant's train and held-out answer loss, whether the held-out loss still fell at the end, and
+    how another room's video changes the held-out loss at the end (the likelihood version of the input controls)."""
     lines = ["## Fine-tuning: train vs held-out answer loss", "",
-             "Answer-token cross-entropy (nats) of the SFT runs, on SynthVSI-train and on SynthVSI-val's conversations "
-             "(held-out rooms; before training and during it; `sft_curves.png`).", "",
-             "| model | train, first → last logged | held-out, before → lowest (epoch) → end | end − lowest |",
-             "|---|---|---|---:|"]  # fmt: skip
+             "Answer-token cross-entropy (nats) of the SFT runs: on SynthVSI-train, and on SynthVSI-val's conversations "
+             "(held-out rooms) before and during training, with each question's own video and with another room's "
+             "(`sft_curves.png`).", "",
+             "| model | train, first → last logged | held-out, before → lowest (epoch) → end | end − lowest "
+             "| held-out at the end, another room's video | another − own |",
+             "|---|---|---|---:|---:|---:|"]  # fmt: skip
     notes = []
     for name, curve in curves.items():
         first, last = curve["train"][0][1], curve["train"][-1][1]
         epoch, lowest = curve["held_out_lowest"]
-        start, end = curve["held_out_start"], curve["held_out_end"]
+        start, end, other = curve["held_out_start"], curve["held_out_end"], curve["held_out_other_scene_end"]
         lines.append(f"| {name} | {first:.3f} → {last:.3f} | {start:.3f} → {lowest:.3f} ({epoch:.1f}) → {end:.3f} "
-                     f"| {end - lowest:+.3f} |")  # fmt: skip
+                     f"| {end - lowest:+.3f} | {other:.3f} | {other - end:+.4f} |")  # fmt: skip
         if end > lowest * 1.02:
             notes.append(f"{name}: the held-out loss is lowest at epoch {epoch:.1f} and ends "
                          f"{100 * (end / lowest - 1):.0f} % above it: the later epochs fit the train answers, not what "
@@ -236,6 +253,14 @@ def sft_section(curves: dict[str, dict]) -> str:
         else:
             notes.append(f"{name}: the held-out loss is at its lowest at the end, still falling ({end:.3f}; train "
                          f"{last:.3f}).")  # fmt: skip
+        if abs(other - end) < 0.001:
+            notes.append(f"{name}: another room's video leaves its held-out loss unchanged (within 0.001 nats): its "
+                         f"answers' likelihood does not depend on what it sees.")  # fmt: skip
+        else:
+            notes.append(f"{name}: another room's video {'raises' if other > end else 'lowers'} its held-out loss by "
+                         f"{abs(other - end):.3f} nats per answer token ({100 * abs(other / end - 1):.1f} %)"
+                         + (": its own room's video helps it." if other > end else
+                            ": what it takes from its video does not carry over to new rooms."))  # fmt: skip
     if len(curves) == 2:
         (a, ca), (b, cb) = curves.items()
         difference = ca["held_out_end"] - cb["held_out_end"]
@@ -295,15 +320,28 @@ def build_vlms(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, s
     return directories
 
 
+def other_scene_conversations(data: Path) -> None:
+    """SynthVSI-val's SFT conversations, each with the next room's video instead of its own (the donor rule of
+    `spa3r eval --frames-from other-scene`) → HELD_OUT["other_scene"]: the held-out loss of a model that does not use
+    what it sees is the same on both."""
+    from .eval_vsibench import next_videos
+
+    records = json.loads((data / HELD_OUT["own"]).read_text())
+    donor = next_videos((record["video"] for record in records), "the SFT held-out control")
+    swapped = [{**record, "video": donor[record["video"]]} for record in records]
+    (data / HELD_OUT["other_scene"]).write_text(json.dumps(swapped, indent=1))
+
+
 def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, seed: int, callbacks=None) -> Path:
-    """SFT on SynthVSI-train; the answer-token loss on SynthVSI-val's conversations is logged before training and
-    SFT_EVALUATIONS times during it (the held-out curve of `sft_curves.png`)."""
+    """SFT on SynthVSI-train; the answer-token loss on SynthVSI-val's conversations, with each question's own video
+    and with another room's, is logged before training and SFT_EVALUATIONS times during it (`sft_curves.png`)."""
     from .training.sft import main as sft_main
 
-    eval_steps = max(1, sft_steps(data, settings) // SFT_EVALUATIONS)
+    eval_steps = math.ceil(sft_steps(data, settings) / SFT_EVALUATIONS)  # the last evaluation is the final step's
     sft_main(
         ["--preset", "spa3-vlm-sft-cpu", "--model_name_or_path", str(init_dir), "--train_file",
-         str(data / "sft" / "synthvsi_train_sft.json"), "--eval_file", str(data / "sft" / "synthvsi_val_sft.json"),
+         str(data / "sft" / "synthvsi_train_sft.json"),
+         "--eval_file", *[f"{name}={data / path}" for name, path in HELD_OUT.items()],
          "--eval_strategy", "steps", "--eval_steps", str(eval_steps), "--eval_on_start", "true",
          "--per_device_eval_batch_size", "8", "--media_root", str(data), "--output_dir", str(output_dir),
          "--max_steps", "-1", "--num_train_epochs", str(settings.sft_epochs), "--per_device_train_batch_size",
@@ -562,10 +600,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
-    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 529 s, --quick 90 s; "
+    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 504 s, --quick 90 s; "
                      "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls "
                      "(three more evaluation passes, about 25 s each at the default size) and the SFT held-out loss "
-                     "(seven passes over SynthVSI-val's conversations, 5-10 s each at the default size); the end of "
+                     "(ten passes over SynthVSI-val's conversations, 5-10 s each at the default size); the end of "
                      "every run prints its own seconds per stage.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(

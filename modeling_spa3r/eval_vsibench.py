@@ -197,14 +197,19 @@ def other_scene_videos(questions: list[dict], video_root: str | os.PathLike) -> 
     """The controls' donors: question id → the video of the next scene (videos sorted by path, cyclic), so no
     question gets its own scene's frames or geometry."""
     video_of = {q["id"]: visual_path(q, video_root) for q in questions}
-    videos = sorted(set(video_of.values()))
+    following = next_videos(video_of.values(), "--frames-from/--geometry-from other-scene")
+    return {question_id: following[path] for question_id, path in video_of.items()}
+
+
+def next_videos(videos, purpose: str) -> dict:
+    """Each video → the next one of the set (sorted by path, cyclic): another scene's video, never its own."""
+    videos = sorted(set(videos))
     if len(videos) < 2:
         raise ValueError(
-            "--frames-from/--geometry-from other-scene needs questions from at least two scenes (videos); got "
-            f"{len(videos)}" + (f" ({videos[0]})" if videos else "")
+            f"{purpose} needs questions from at least two scenes (videos); got {len(videos)}"
+            + (f" ({videos[0]})" if videos else "")
         )
-    following = {path: videos[(i + 1) % len(videos)] for i, path in enumerate(videos)}
-    return {question_id: following[path] for question_id, path in video_of.items()}
+    return {path: videos[(i + 1) % len(videos)] for i, path in enumerate(videos)}
 
 
 def load_frames(path: str | os.PathLike, num_frames: int) -> list:

@@ -52,9 +52,14 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert all(Path(r[f"{swapped}_video"]).stem != r["scene_name"] for r in records)
     for name, sft in report["sft_losses"].items():  # SFT's held-out answer loss: before training, then during it
         history = json.loads((tmp_path / f"sft-{VARIANTS[name][0]}" / "trainer_state.json").read_text())["log_history"]
-        assert sft["held_out"] == [[e["epoch"], e["eval_loss"]] for e in history if "eval_loss" in e]
+        assert sft["held_out"] == [[e["epoch"], e["eval_own_loss"]] for e in history if "eval_own_loss" in e]
         assert sft["held_out"][0][0] == 0 and len(sft["held_out"]) >= 2 and sft["train"]
-    assert "## Fine-tuning: train vs held-out answer loss" in table
+        assert [p[0] for p in sft["held_out_other_scene"]] == [p[0] for p in sft["held_out"]]
+    own, other = (json.loads((tmp_path / "data" / "sft" / f"synthvsi_val_sft{suffix}.json").read_text())
+                  for suffix in ("", "_other_scene"))  # fmt: skip
+    assert [r["conversations"] for r in own] == [r["conversations"] for r in other]  # the same questions and answers
+    assert all(a["video"] != b["video"] for a, b in zip(own, other))  # each with another room's video
+    assert "## Fine-tuning: train vs held-out answer loss" in table and "another − own" in table
     curves = report["pretraining_loss_first_last"]  # train and held-out-room curves of the PSFM stage
     assert {"representation_loss", "probe_loss", "eval_representation_loss", "eval_probe_loss"} <= set(curves)
     # the no-geometry twin never sees Spa3R inputs
@@ -107,25 +112,34 @@ def test_readout_section_says_where_room_size_is_lost(latent, intervals, verdict
     assert "random init: 31.0 ± 1.0 (2 seeds)" in section and "blind prior: 35.0; the VLMs: a 25.0, b 20.0" in section
 
 
-def _trainer_state(folder: Path, train: list, held_out: list) -> Path:
+def _trainer_state(folder: Path, train: list, held_out: list, other_scene: list | None = None) -> Path:
+    """A trainer state; the held-out loss with another room's video is `other_scene` (default: the own one's)."""
     folder.mkdir()
-    history = [{"epoch": e, "loss": v} for e, v in train] + [{"epoch": e, "eval_loss": v} for e, v in held_out]
+    history = [{"epoch": e, "loss": v} for e, v in train]
+    history += [{"epoch": e, "eval_own_loss": v} for e, v in held_out]
+    history += [{"epoch": e, "eval_other_scene_loss": v} for e, v in (held_out if other_scene is None else other_scene)]
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     return folder
 
 
 def test_sft_losses_and_section(tmp_path):
     """Exact curves and summary from the trainer state; the section names an overfitting run and a still-improving one."""
-    runs = {"a": _trainer_state(tmp_path / "a", [[0.5, 2.0], [1.0, 1.0]], [[0, 6.0], [0.5, 1.5], [1.0, 1.8]]),
+    runs = {"a": _trainer_state(tmp_path / "a", [[0.5, 2.0], [1.0, 1.0]], [[0, 6.0], [0.5, 1.5], [1.0, 1.8]],
+                                [[0, 6.09], [0.5, 1.59], [1.0, 1.89]]),
             "b": _trainer_state(tmp_path / "b", [[0.5, 2.2], [1.0, 1.2]], [[0, 6.0], [0.5, 1.7], [1.0, 1.6]]),
-            "c": _trainer_state(tmp_path / "c", [[1.0, 1.1]], [[0, 6.0], [0.5, 1.60], [1.0, 1.62]])}
+            "c": _trainer_state(tmp_path / "c", [[1.0, 1.1]], [[0, 6.0], [0.5, 1.60], [1.0, 1.62]],
+                                [[0, 6.0], [0.5, 1.6], [1.0, 1.6038]])}
     curves = demo.sft_losses(runs)
     assert curves["a"] == {"train": [[0.5, 2.0], [1.0, 1.0]], "held_out": [[0, 6.0], [0.5, 1.5], [1.0, 1.8]],
-                           "held_out_start": 6.0, "held_out_lowest": [0.5, 1.5], "held_out_end": 1.8}  # fmt: skip
+                           "held_out_other_scene": [[0, 6.09], [0.5, 1.59], [1.0, 1.89]], "held_out_start": 6.0,
+                           "held_out_lowest": [0.5, 1.5], "held_out_end": 1.8, "held_out_other_scene_end": 1.89}  # fmt: skip
     section = demo.sft_section(curves)
-    assert "| a | 2.000 → 1.000 | 6.000 → 1.500 (0.5) → 1.800 | +0.300 |" in section
-    assert "| b | 2.200 → 1.200 | 6.000 → 1.600 (1.0) → 1.600 | +0.000 |" in section
+    assert "| a | 2.000 → 1.000 | 6.000 → 1.500 (0.5) → 1.800 | +0.300 | 1.890 | +0.0900 |" in section
+    assert "| b | 2.200 → 1.200 | 6.000 → 1.600 (1.0) → 1.600 | +0.000 | 1.600 | +0.0000 |" in section
     assert "a: the held-out loss is lowest at epoch 0.5 and ends 20 % above it" in section
+    assert "a: another room's video raises its held-out loss by 0.090 nats per answer token (5.0 %)" in section
+    assert "b: another room's video leaves its held-out loss unchanged" in section
+    assert "c: another room's video lowers its held-out loss by 0.016 nats per answer token (1.0 %)" in section
     assert "b: the held-out loss is at its lowest at the end, still falling (1.600; train 1.200)." in section
     assert "c: the held-out loss ends within 2 % of its lowest (epoch 0.5): flat at the end (1.620; train 1.100)." in section
     assert "a − b" not in section  # the difference line is for the demo's two variants
@@ -133,7 +147,7 @@ def test_sft_losses_and_section(tmp_path):
     demo.plot_sft_losses(curves, tmp_path / "sft.png")
     assert (tmp_path / "sft.png").stat().st_size > 0
     _trainer_state(tmp_path / "d", [[1.0, 1.0]], [])
-    with pytest.raises(ValueError, match=r"d/trainer_state.json: no held-out loss logged"):
+    with pytest.raises(ValueError, match=r"d/trainer_state.json: no eval_own_loss, eval_other_scene_loss logged"):
         demo.sft_losses({"d": tmp_path / "d"})
 
 

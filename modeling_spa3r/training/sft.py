@@ -73,7 +73,11 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_file: list[str] = field(default_factory=list, metadata={"help": "VSI-590K-style JSON/JSONL files"})
-    eval_file: list[str] | None = field(default=None, metadata={"help": "conversation files for evaluation"})
+    eval_file: list[str] | None = field(
+        default=None,
+        metadata={"help": "conversation files for evaluation (`eval_loss`); NAME=FILE entries make one evaluation set "
+                  "per NAME instead (`eval_NAME_loss`), e.g. own=val.json other_scene=val_swapped.json"},
+    )  # fmt: skip
     media_root: str | None = field(default=None, metadata={"help": "folder the video/image paths are relative to"})
     fps: float = field(default=0.5, metadata={"help": "frames sampled per second of video (about 1 per 2 s)"})
     min_frames: int = 4
@@ -292,6 +296,26 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments) -> Spa
     return processor
 
 
+EVAL_SET_NAME = re.compile(r"^([A-Za-z0-9_]+)=(.+)$")
+
+
+def evaluation_sets(files: list[str] | None, media_root: str | None, sampling: dict, cache: int):
+    """`--eval_file` → the Trainer's `eval_dataset`: None; one set from plain paths (logged as `eval_loss`); or, when
+    every entry is NAME=FILE, one set per name (the Trainer logs `eval_NAME_loss`)."""
+    if not files:
+        return None
+    named = [EVAL_SET_NAME.match(entry) for entry in files]
+    if not any(named):
+        return ConversationSamples(files, media_root, sampling, cache).dataset()
+    if not all(named):
+        plain = [entry for entry, match in zip(files, named) if not match]
+        raise ValueError(f"--eval_file: name every file (NAME=FILE) or none; unnamed: {plain}")
+    groups: dict[str, list[str]] = {}
+    for match in named:
+        groups.setdefault(match.group(1), []).append(match.group(2))
+    return {name: ConversationSamples(paths, media_root, sampling, cache).dataset() for name, paths in groups.items()}
+
+
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     """Run SFT; returns the training metrics. `callbacks`: extra `TrainerCallback`s (e.g. a caller's progress)."""
     model_args, data_args, training_args = parse_arguments(
@@ -311,9 +335,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     }
     cache = data_args.video_cache_size
     train = ConversationSamples(data_args.train_file, data_args.media_root, sampling, cache).dataset()
-    evaluation = None
-    if data_args.eval_file:
-        evaluation = ConversationSamples(data_args.eval_file, data_args.media_root, sampling, cache).dataset()
+    evaluation = evaluation_sets(data_args.eval_file, data_args.media_root, sampling, cache)
     training_args.remove_unused_columns = False  # rows are decoded from `record_index` on access
     model = build_model(model_args)
     counts = set_trainable(model, model_args)

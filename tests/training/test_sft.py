@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modeling_spa3r.training.sft import ConversationSamples, read_records
+from modeling_spa3r.training.sft import ConversationSamples, evaluation_sets, read_records
 
 from ..fixtures_training import log_history, run_script
 
@@ -63,6 +63,20 @@ def test_conversations_become_frames_and_image_turns(training_synth_root, tmp_pa
     assert len(folder[0]["images"]) == 4  # frame folders without a frame rate: max_frames uniformly
     dataset = folder.dataset()
     assert set(dataset[0]) == {"messages", "images"}
+
+
+def test_evaluation_sets_plain_or_named(training_synth_root):
+    """Plain --eval_file paths make one set (eval_loss); NAME=FILE entries one set per name (eval_NAME_loss), files
+    of one name together; a mix is refused, naming the unnamed entries."""
+    train = str(training_synth_root / "sft" / "synthvsi_train_sft.json")
+    n = len(read_records(train))
+    root = str(training_synth_root)
+    assert evaluation_sets(None, root, SAMPLING, 0) is None
+    assert len(evaluation_sets([train, train], root, SAMPLING, 0)) == 2 * n
+    named = evaluation_sets([f"own={train}", f"other_scene={train}", f"own={train}"], root, SAMPLING, 0)
+    assert {name: len(dataset) for name, dataset in named.items()} == {"own": 2 * n, "other_scene": n}
+    with pytest.raises(ValueError, match=r"name every file \(NAME=FILE\) or none; unnamed: \['.*synthvsi_train_sft.json'\]"):
+        evaluation_sets([f"own={train}", train], root, SAMPLING, 0)
 
 
 def test_bad_data_is_reported(tmp_path):

@@ -30,6 +30,8 @@ import torch
 VARIANTS = {"Spa3-VLM": ("spa3-vlm", True), "VLM without geometry": ("no-geometry", False)}
 SFT_BATCH_SIZE = 4
 SFT_EVALUATIONS = 4  # held-out loss evaluations per SFT run, plus one before training
+#: SFT's train conversations (relative to the data folder)
+TRAIN_CONVERSATIONS = "sft/synthvsi_train_sft.json"
 #: SFT's held-out sets (relative to the data folder): SynthVSI-val's conversations with each question's own video,
 #: and the same with another room's (written by `other_scene_conversations`)
 HELD_OUT = {"own": "sft/synthvsi_val_sft.json", "other_scene": "sft/synthvsi_val_sft_other_scene.json"}
@@ -294,7 +296,7 @@ def build_vlms(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, s
     from .processing_spa3_vlm import Spa3VLMProcessor
     from .small_models import build_tokenizer, small_qwen_config
 
-    sft_records = json.loads((data / "sft" / "synthvsi_train_sft.json").read_text())
+    sft_records = json.loads((data / TRAIN_CONVERSATIONS).read_text())
     texts = [turn["value"].replace("<video>", "") for record in sft_records for turn in record["conversations"]]
     tokenizer = build_tokenizer(texts, vocab_size=settings.vocab_size)
     torch.manual_seed(seed)
@@ -332,6 +334,11 @@ def other_scene_conversations(data: Path) -> None:
     (data / HELD_OUT["other_scene"]).write_text(json.dumps(swapped, indent=1))
 
 
+def sft_dir(out: Path, name: str) -> Path:
+    """A variant's SFT output folder (its log is the same path + `.log`)."""
+    return out / f"sft-{VARIANTS[name][0]}"
+
+
 def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, seed: int, callbacks=None) -> Path:
     """SFT on SynthVSI-train; the answer-token loss on SynthVSI-val's conversations, with each question's own video
     and with another room's, is logged before training and SFT_EVALUATIONS times during it (`sft_curves.png`)."""
@@ -340,7 +347,7 @@ def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     eval_steps = math.ceil(sft_steps(data, settings) / SFT_EVALUATIONS)  # the last evaluation is the final step's
     sft_main(
         ["--preset", "spa3-vlm-sft-cpu", "--model_name_or_path", str(init_dir), "--train_file",
-         str(data / "sft" / "synthvsi_train_sft.json"),
+         str(data / TRAIN_CONVERSATIONS),
          "--eval_file", *[f"{name}={data / path}" for name, path in HELD_OUT.items()],
          "--eval_strategy", "steps", "--eval_steps", str(eval_steps), "--eval_on_start", "true",
          "--per_device_eval_batch_size", "8", "--media_root", str(data), "--output_dir", str(output_dir),
@@ -381,9 +388,9 @@ def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_d
         def on_step_end(self, args, state, control, **kwargs):
             queue.put((name, 1))
 
-    slug = VARIANTS[name][0]
-    with one_thread(), open(out / f"sft-{slug}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        tuned = fine_tune(init_dir, data, out / f"sft-{slug}", settings, seed, callbacks=[ReportSteps()])
+    run_dir = sft_dir(out, name)
+    with one_thread(), open(f"{run_dir}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        tuned = fine_tune(init_dir, data, run_dir, settings, seed, callbacks=[ReportSteps()])
         result = evaluate(tuned, data, eval_dir, settings)
         for control in controlled_inputs(name):
             evaluate(tuned, data, control_dir(eval_dir, control), settings, control)
@@ -407,7 +414,7 @@ def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dir
         for i, name in enumerate(VARIANTS, 1):
             control = f" (then again with another room's {' / '.join(controlled_inputs(name))}: the controls)"
             print(f"-- run {i}/{len(VARIANTS)}: {name}, {steps} SFT steps ({settings.sft_epochs:g} epochs), then "
-                  f"SynthVSI-val{control}; log: {out / f'sft-{VARIANTS[name][0]}.log'}", flush=True)  # fmt: skip
+                  f"SynthVSI-val{control}; log: {sft_dir(out, name)}.log", flush=True)  # fmt: skip
             futures[name] = pool.submit(_train_and_evaluate, name, init_dirs[name], data, out, eval_dirs[name], settings, seed, queue)
         bars = {name: tqdm(total=steps, desc=f"SFT {i}/{len(VARIANTS)} {name}", unit="step", position=i - 1)
                 for i, name in enumerate(VARIANTS, 1)}  # fmt: skip
@@ -500,7 +507,7 @@ def readout_section(readout, table) -> str:
 
 def sft_steps(data: Path, settings: DemoSettings) -> int:
     """Optimizer steps of one SFT run: ceil(train conversations / batch) × epochs."""
-    records = len(json.loads((data / "sft" / "synthvsi_train_sft.json").read_text()))
+    records = len(json.loads((data / TRAIN_CONVERSATIONS).read_text()))
     return math.ceil(math.ceil(records / SFT_BATCH_SIZE) * settings.sft_epochs)
 
 
@@ -543,7 +550,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     eval_dirs = {name: out / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
     with watch.stage("4/5 SFT on SynthVSI-train and 5/5 SynthVSI-val evaluation, both variants in parallel"):
         results = train_and_evaluate_variants(data, init_dirs, out, eval_dirs, settings, seed)
-    sft_curves = sft_losses({name: out / f"sft-{slug}" for name, (slug, _) in VARIANTS.items()})
+    sft_curves = sft_losses({name: sft_dir(out, name) for name in VARIANTS})
     plot_sft_losses(sft_curves, out / "sft_curves.png")
     predictions = {name: read_answers(path) for name, path in eval_dirs.items()}
     table = results_table(data, predictions, seed)

@@ -51,6 +51,7 @@ class DemoSettings:
     vocab_size: int = 512
     llm_hidden_size: int = 128
     llm_heads: int = 8
+    vlm_seeds: int = 1  # both VLMs trained and evaluated this many times (training seeds seed, seed + 1, ...)
 
 
 QUICK = DemoSettings(scenes=12, frames=16, pretrain_steps=100, sft_epochs=10.0)
@@ -267,7 +268,7 @@ def sft_section(curves: dict[str, dict]) -> str:
         (a, ca), (b, cb) = curves.items()
         difference = ca["held_out_end"] - cb["held_out_end"]
         notes.append(f"Held-out loss at the end, {a} − {b}: {difference:+.3f} nats per answer token (one training run "
-                     f"each: the spread between training seeds is not measured here).")  # fmt: skip
+                     f"each; `--vlm-seeds` measures the spread between training seeds).")  # fmt: skip
     return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
 
 
@@ -378,8 +379,9 @@ def evaluate(model_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     return json.loads((output_dir / "results.json").read_text())
 
 
-def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_dir: Path, settings, seed: int, queue) -> dict:
-    """One variant: SFT, then evaluation, and again with another room's frames or Spa3R views (the controls), in a
+def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_dir: Path, settings, seed: int, queue,
+                        controls: bool) -> dict:  # fmt: skip
+    """One variant: SFT, then evaluation, and (with `controls`) again with another room's frames or Spa3R views, in a
     worker process on one CPU thread (these models are tiny: a second OpenMP thread makes each op slower, ~10x on a
     busy machine, and the other variant runs on the other core)."""
     from transformers import TrainerCallback
@@ -392,14 +394,16 @@ def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_d
     with one_thread(), open(f"{run_dir}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         tuned = fine_tune(init_dir, data, run_dir, settings, seed, callbacks=[ReportSteps()])
         result = evaluate(tuned, data, eval_dir, settings)
-        for control in controlled_inputs(name):
+        for control in controlled_inputs(name) if controls else []:
             evaluate(tuned, data, control_dir(eval_dir, control), settings, control)
     queue.put((name, "done"))
     return result
 
 
-def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dirs: dict, settings, seed: int) -> dict:
-    """Both variants' SFT + evaluation at once, one process and one core each, with a progress bar per run."""
+def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dirs: dict, settings, seed: int,
+                                controls: bool = True) -> dict:  # fmt: skip
+    """Both variants' SFT + evaluation (+ the input controls) at once, one process and one core each, with a progress
+    bar per run."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from queue import Empty
@@ -413,10 +417,12 @@ def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dir
         futures = {}
         for i, name in enumerate(VARIANTS, 1):
             control = f" (then again with another room's {' / '.join(controlled_inputs(name))}: the controls)"
-            print(f"-- run {i}/{len(VARIANTS)}: {name}, {steps} SFT steps ({settings.sft_epochs:g} epochs), then "
-                  f"SynthVSI-val{control}; log: {sft_dir(out, name)}.log", flush=True)  # fmt: skip
-            futures[name] = pool.submit(_train_and_evaluate, name, init_dirs[name], data, out, eval_dirs[name], settings, seed, queue)
-        bars = {name: tqdm(total=steps, desc=f"SFT {i}/{len(VARIANTS)} {name}", unit="step", position=i - 1)
+            print(f"-- run {i}/{len(VARIANTS)}: {name}, training seed {seed}, {steps} SFT steps "
+                  f"({settings.sft_epochs:g} epochs), then SynthVSI-val{control if controls else ''}; log: "
+                  f"{sft_dir(out, name)}.log", flush=True)  # fmt: skip
+            futures[name] = pool.submit(_train_and_evaluate, name, init_dirs[name], data, out, eval_dirs[name],
+                                        settings, seed, queue, controls)  # fmt: skip
+        bars = {name: tqdm(total=steps, desc=f"SFT {i}/{len(VARIANTS)} {name}, seed {seed}", unit="step", position=i - 1)
                 for i, name in enumerate(VARIANTS, 1)}  # fmt: skip
         running = set(VARIANTS)
         while running:
@@ -505,6 +511,36 @@ def readout_section(readout, table) -> str:
             f"baselines: mean ± std over init seeds.\n\n{lines}\n- blind prior: {100 * row.prior:.1f}; the VLMs: {vlms}\n\n{verdict}\n")
 
 
+def seed_dir(out: Path, seed: int) -> Path:
+    """Where the VLMs of an extra training seed go (`--vlm-seeds`)."""
+    return out / f"vlm-seed-{seed}"
+
+
+def train_seed(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, seed: int) -> dict:
+    """Both VLMs again with training seed `seed` (initialisation and SFT order), on the same rooms and Spa3R, in
+    `seed_dir`: their answers to SynthVSI-val and their SFT losses. No input controls."""
+    folder = seed_dir(out, seed)
+    init_dirs = build_vlms(data, spa3r_dir, folder, settings, seed)
+    eval_dirs = {name: folder / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
+    train_and_evaluate_variants(data, init_dirs, folder, eval_dirs, settings, seed, controls=False)
+    return {"predictions": {name: read_answers(path) for name, path in eval_dirs.items()},
+            "sft_losses": sft_losses({name: sft_dir(folder, name) for name in VARIANTS})}  # fmt: skip
+
+
+def seeds_section(spread, held_out: dict[int, dict]) -> tuple[str, dict]:
+    """Markdown and JSON of the scores across training seeds (`report.SeedSpread`), with each variant's held-out
+    answer loss at the end of SFT per seed (`held_out`: seed → `sft_losses`)."""
+    import numpy as np
+
+    losses = {name: [held_out[s][name]["held_out_end"] for s in spread.seeds] for name in VARIANTS}
+    (a, la), (b, lb) = losses.items()
+    difference = np.asarray(la) - np.asarray(lb)
+    line = (f"- Held-out answer loss at the end of SFT (nats), per seed: {a} {' / '.join(f'{v:.3f}' for v in la)}; "
+            f"{b} {' / '.join(f'{v:.3f}' for v in lb)}; {a} − {b} {difference.mean():+.4f} ± "
+            f"{difference.std(ddof=1):.4f}.")  # fmt: skip
+    return spread.markdown() + "\n" + line + "\n", {**spread.to_dict(), "held_out_loss_end": losses}
+
+
 def sft_steps(data: Path, settings: DemoSettings) -> int:
     """Optimizer steps of one SFT run: ceil(train conversations / batch) × epochs."""
     records = len(json.loads((data / TRAIN_CONVERSATIONS).read_text()))
@@ -530,7 +566,7 @@ def run(out: Path, settings: DemoSettings, seed: int = 0) -> dict:
 
 
 def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
-    from .report import controls_markdown, write_report
+    from .report import across_seeds, controls_markdown, write_report
 
     out.mkdir(parents=True, exist_ok=True)
     watch = Stopwatch()
@@ -550,14 +586,23 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     eval_dirs = {name: out / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
     with watch.stage("4/5 SFT on SynthVSI-train and 5/5 SynthVSI-val evaluation, both variants in parallel"):
         results = train_and_evaluate_variants(data, init_dirs, out, eval_dirs, settings, seed)
+    extra_seeds = list(range(seed + 1, seed + settings.vlm_seeds))
+    if extra_seeds:
+        with watch.stage(f"4-5 again with training seeds {', '.join(map(str, extra_seeds))} (no controls)"):
+            seed_runs = {s: train_seed(data, spa3r_dir, out, settings, s) for s in extra_seeds}
     sft_curves = sft_losses({name: sft_dir(out, name) for name in VARIANTS})
     plot_sft_losses(sft_curves, out / "sft_curves.png")
     predictions = {name: read_answers(path) for name, path in eval_dirs.items()}
     table = results_table(data, predictions, seed)
+    spread = None
+    if extra_seeds:
+        tables = {seed: table} | {s: results_table(data, run["predictions"], seed) for s, run in seed_runs.items()}
+        held_out = {seed: sft_curves} | {s: run["sft_losses"] for s, run in seed_runs.items()}
+        spread = seeds_section(across_seeds(tables), held_out)
     title = f"SynthVSI-val ({summary['questions']['val']} questions, {len(summary['splits']['val'])} rooms)"
     write_report(table, out, title)
     controls = input_controls(predictions, eval_dirs, seed)
-    sections = [sft_section(sft_curves), controls_markdown(controls)]
+    sections = [sft_section(sft_curves), controls_markdown(controls)] + ([spread[0]] if spread else [])
     if readout is not None:
         sections.append(readout_section(readout, table))
     with open(out / "results.md", "a") as results_md:
@@ -570,6 +615,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
         "table": table.to_dict(),
         "sft_losses": sft_curves,
         "input_controls": [control.to_dict() for control in controls],
+        "across_seeds": spread[1] if spread else None,
         "room_size_readout": readout.to_json() if readout is not None else None,
         "seconds": {**watch.stages, "total": watch.total},
     }
@@ -583,8 +629,8 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
               "trained from scratch, learn little beyond the most frequent answers even from the question text alone, "
               "and greedy digit-by-digit decoding cuts or shifts their numbers; the sections above say whether "
               "the VLMs use their frames and geometry at all and whether the Spa3R latent holds an answer the VLMs "
-              "fail to read. A stronger check: --scenes, "
-              "--pretrain-steps, --sft-epochs (see --help).")
+              "fail to read. A stronger check: --scenes, --pretrain-steps, --sft-epochs; the spread between "
+              "training runs: --vlm-seeds (see --help).")
     print(f"\nPSFM representation loss, train {losses['representation_loss'][0]:.3f} → {losses['representation_loss'][1]:.3f}"
           f", held-out rooms {losses['eval_representation_loss'][0]:.3f} → {losses['eval_representation_loss'][1]:.3f}; "
           f"held-out field cosine {cosines}")
@@ -623,6 +669,10 @@ def main(argv=None) -> int:
                        f"{DemoSettings.scenes}, --quick {QUICK.scenes})")  # fmt: skip
     scale.add_argument("--pretrain-steps", type=int, help=f"PSFM steps (default {DemoSettings.pretrain_steps})")
     scale.add_argument("--sft-epochs", type=float, help=f"SFT epochs per VLM (default {DemoSettings.sft_epochs:g})")
+    scale.add_argument("--vlm-seeds", type=int, help="train and evaluate both VLMs this many times, with training "
+                       "seeds --seed, --seed + 1, ... (same rooms, Spa3R and questions), and report each task's mean ± "
+                       "std over seeds and the Spa3-VLM − no-geometry difference per seed (default 1). Cost: each "
+                       "extra seed repeats stages 3-5 without the input controls")  # fmt: skip
     scale.add_argument("--eval-frames", type=int, help=f"frames per question for SFT-time processor and evaluation "
                        f"(default {DemoSettings.eval_frames})")  # fmt: skip
     args = parser.parse_args(argv)
@@ -630,7 +680,8 @@ def main(argv=None) -> int:
     if missing:
         parser.error(f"the demo trains and evaluates models and needs {', '.join(missing)}: pip install -e \".[dev]\"")
     overrides = {name: value for name, value in (("scenes", args.scenes), ("pretrain_steps", args.pretrain_steps),
-                 ("sft_epochs", args.sft_epochs), ("eval_frames", args.eval_frames)) if value is not None}  # fmt: skip
+                 ("sft_epochs", args.sft_epochs), ("eval_frames", args.eval_frames),
+                 ("vlm_seeds", args.vlm_seeds)) if value is not None}  # fmt: skip
     for name, value in overrides.items():
         if value <= 0 or (name == "scenes" and value < 4):
             parser.error(f"--{name.replace('_', '-')} must be {'>= 4' if name == 'scenes' else '> 0'}, got {value}")

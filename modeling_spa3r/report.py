@@ -348,6 +348,85 @@ def controls_markdown(controls: list[InputControl]) -> str:
             f"\n\n" + "\n".join(lines) + f"\n\n{verdicts}\n")
 
 
+@dataclass
+class SeedSpread:
+    """The same models and questions evaluated once per training seed (`across_seeds`): per task, each model's score
+    at every seed, and at how many seeds the model's interval clears the blind prior. Scores are fractions in [0, 1]."""
+
+    seeds: list[int]
+    models: list[str]
+    rows: list[dict]  # {"key", "task", "n", "prior", "scores": model → [score per seed], "beats_prior": model → count}
+
+    def to_dict(self) -> dict:
+        return {"seeds": self.seeds, "models": self.models, "rows": self.rows}
+
+    def difference(self, row: dict) -> np.ndarray:
+        """First model minus second, per seed (points ×100)."""
+        first, second = (np.asarray(row["scores"][m], dtype=float) for m in self.models[:2])
+        return 100 * (first - second)
+
+    def consistent(self, row: dict) -> bool:
+        """The difference has one sign at every seed and its mean exceeds twice its standard error."""
+        difference = self.difference(row)
+        spread = difference.std(ddof=1) / math.sqrt(len(difference))
+        return bool((np.all(difference > 0) or np.all(difference < 0)) and abs(difference.mean()) > 2 * spread)
+
+    def markdown(self) -> str:
+        a, b = self.models[:2]
+        lines = [f"## Across training seeds ({len(self.seeds)} seeds: {', '.join(map(str, self.seeds))})", "",
+                 f"Both VLMs trained again for each seed (a new initialisation and SFT order) on the same rooms, "
+                 f"Spa3R and questions; the table above is seed {self.seeds[0]}. Mean ± standard deviation over "
+                 f"seeds (n − 1); `beats prior`: seeds at which the model's 95 % interval clears the blind prior.", "",
+                 f"| task | n | blind prior | {a} | {b} | {a} − {b}, per seed | mean ± std | {a} beats prior "
+                 f"| {b} beats prior |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]  # fmt: skip
+        for row in self.rows:
+            cells = [row["task"], str(row["n"]), _pct(row["prior"])]
+            cells += [_mean_std(100 * np.asarray(row["scores"][m], dtype=float)) for m in (a, b)]
+            difference = self.difference(row)
+            cells += [" / ".join(f"{d:+.1f}" for d in difference), _mean_std(difference, signed=True)]
+            cells += [f"{row['beats_prior'][m]}/{len(self.seeds)}" for m in (a, b)]
+            lines.append("| " + " | ".join(cells) + " |")
+        overall = self.rows[-1]
+        difference = self.difference(overall)
+        if self.consistent(overall):
+            verdict = (f"{a if difference.mean() > 0 else b} is ahead overall at every seed, by more than twice the "
+                       f"standard error ({_mean_std(difference, signed=True)} points).")
+        else:
+            verdict = (f"Overall, {a} − {b} is {_mean_std(difference, signed=True)} points: within the spread between "
+                       f"training seeds, so this run shows no difference between them.")
+        tasks = [row["task"] for row in self.rows[:-1] if self.consistent(row)]
+        verdict += (f" Tasks where the difference has one sign at every seed and exceeds twice its standard error: "
+                    f"{', '.join(tasks) if tasks else 'none'}.")
+        return "\n".join(lines + ["", verdict]) + "\n"
+
+
+def across_seeds(reports: dict[int, ResultsReport]) -> SeedSpread:
+    """One `ResultsReport` per training seed (same models, same questions) → the spread over seeds (tasks with
+    questions, then the overall row). Needs at least two seeds and two models."""
+    seeds = list(reports)
+    first = reports[seeds[0]]
+    if len(seeds) < 2 or len(first.models) < 2:
+        raise ValueError(f"across_seeds: needs >= 2 seeds and >= 2 models, got {len(seeds)} seeds, models {first.models}")
+    for seed, report in reports.items():
+        if report.models != first.models or [(r.key, r.n) for r in report.rows] != [(r.key, r.n) for r in first.rows]:
+            raise ValueError(f"across_seeds: seed {seed}'s table has other models or questions than seed {seeds[0]}'s")
+    rows = []
+    for index, row in enumerate(first.rows):
+        if row.n == 0:
+            continue
+        at_seed = [report.rows[index] for report in reports.values()]
+        rows.append({"key": row.key, "task": row.name, "n": row.n, "prior": row.prior,
+                     "scores": {m: [r.scores[m] for r in at_seed] for m in first.models},
+                     "beats_prior": {m: sum(row.prior is not None and r.intervals[m][0] > row.prior for r in at_seed)
+                                     for m in first.models}})  # fmt: skip
+    return SeedSpread(seeds, first.models, rows)
+
+
+def _mean_std(values: np.ndarray, signed: bool = False) -> str:
+    mean, std = values.mean(), values.std(ddof=1)
+    return f"{mean:+.1f} ± {std:.1f}" if signed else f"{mean:.1f} ± {std:.1f}"
+
+
 def write_report(report: ResultsReport, out_dir: str | Path, title: str) -> dict[str, Path]:
     """`results.md` (table + caption), `results.png` and `results_table.json` in ``out_dir``."""
     out_dir = Path(out_dir)

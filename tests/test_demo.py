@@ -13,7 +13,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     """A very small demo run: every stage runs and writes its artefacts; both VLMs are scored on the same questions."""
     import torch
 
-    settings = DemoSettings(scenes=8, frames=12, pretrain_steps=4, sft_epochs=0.25, vocab_size=300)
+    settings = DemoSettings(scenes=8, frames=12, pretrain_steps=4, sft_epochs=0.25, vocab_size=300, vlm_seeds=2)
     threads = torch.get_num_threads()
     report = run(tmp_path, settings)
     assert torch.get_num_threads() == threads  # the demo's one-thread setting does not leak to the caller
@@ -65,7 +65,25 @@ def test_demo_end_to_end(tmp_path, capsys):
     # the no-geometry twin never sees Spa3R inputs
     processor = json.loads((tmp_path / "sft-no-geometry" / "processor_config.json").read_text())
     assert processor["use_geometry"] is False
+    _second_training_seed(tmp_path, report, table)
     _other_tools_load_the_outputs(tmp_path, capsys)
+
+
+def _second_training_seed(out, report, table):
+    """`vlm_seeds=2`: both VLMs trained again with seed 1 in vlm-seed-1 (no controls); the spread section's scores are
+    seed 0's table and seed 1's own evaluations."""
+    spread = report["across_seeds"]
+    assert spread["seeds"] == [0, 1] and "## Across training seeds (2 seeds: 0, 1)" in table
+    overall = spread["rows"][-1]
+    for name, (slug, _) in VARIANTS.items():
+        again = json.loads((out / "vlm-seed-1" / f"eval-{slug}" / "results.json").read_text())
+        assert overall["scores"][name] == pytest.approx([report["results"][name]["results"]["overall"],
+                                                         again["results"]["overall"]])  # fmt: skip
+        assert not list((out / "vlm-seed-1").glob(f"eval-{slug}-other-*"))  # no input controls for extra seeds
+        state = json.loads((out / "vlm-seed-1" / f"sft-{slug}" / "trainer_state.json").read_text())
+        assert spread["held_out_loss_end"][name][1] == [e["eval_own_loss"] for e in state["log_history"]
+                                                        if "eval_own_loss" in e][-1]  # fmt: skip
+    assert "Held-out answer loss at the end of SFT (nats), per seed" in table
 
 
 def _other_tools_load_the_outputs(out, capsys):

@@ -124,3 +124,40 @@ def test_input_control_refuses_different_questions():
 
     with pytest.raises(ValueError, match=r"answered different questions \(6 vs 5; 1 ids in only one\)"):
         input_control("geo", "frames", COLLAPSING, COLLAPSING[:-1])
+
+
+def _scored(counting, routes):
+    """Records with the given per-question scores (answers all '1' / 'A')."""
+    return _records([("1", s) for s in counting], [("A", s) for s in routes])
+
+
+def test_across_seeds_spread_difference_and_verdict():
+    from modeling_spa3r.report import across_seeds
+
+    runs = {0: ([1, 1, 0.5, 0], [1, 1], [1, 1, 1, 1], [0, 1]),  # geo count, geo route, plain count, plain route
+            1: ([1, 1, 1, 0], [1, 0], [1, 1, 0, 0], [0, 0]),
+            2: ([1, 1, 1, 1], [1, 1], [1, 1, 1, 0], [1, 0])}  # fmt: skip
+    reports = {seed: build_report({"geo": _scored(gc, gr), "plain": _scored(pc, pr)}, PRIORS, resamples=500, seed=0)
+               for seed, (gc, gr, pc, pr) in runs.items()}  # fmt: skip
+    spread = across_seeds(reports)
+    assert [row["task"] for row in spread.rows] == ["Obj. Count", "Route Plan", "overall (macro mean of 2 tasks)"]
+    route = spread.rows[1]
+    assert route["scores"] == {"geo": [1.0, 0.5, 1.0], "plain": [0.5, 0.0, 0.5]}
+    assert route["beats_prior"] == {"geo": 2, "plain": 0}  # intervals [1, 1], [0, 1], [1, 1] against a prior of 0.4
+    assert spread.difference(spread.rows[-1]).tolist() == pytest.approx([6.25, 37.5, 37.5])
+    assert spread.consistent(route) and spread.consistent(spread.rows[-1]) and not spread.consistent(spread.rows[0])
+    text = spread.markdown()
+    assert "## Across training seeds (3 seeds: 0, 1, 2)" in text
+    assert "| Route Plan | 2 | 40.0 | 83.3 ± 28.9 | 33.3 ± 28.9 | +50.0 / +50.0 / +50.0 | +50.0 ± 0.0 | 2/3 | 0/3 |" in text
+    assert "| Obj. Count | 4 | 30.0 | 79.2 ± 19.1 | 75.0 ± 25.0 | -37.5 / +25.0 / +25.0 | +4.2 ± 36.1 |" in text
+    assert "geo is ahead overall at every seed, by more than twice the standard error (+27.1 ± 18.0 points)." in text
+    assert "exceeds twice its standard error: Route Plan." in text
+    assert spread.to_dict()["seeds"] == [0, 1, 2]
+    within = across_seeds({0: reports[0], 1: reports[1]} | {2: build_report(
+        {"geo": _scored([1] * 4, [0, 0]), "plain": _scored([1] * 4, [1, 1])}, PRIORS, resamples=500, seed=0)})
+    assert "within the spread between training seeds, so this run shows no difference between them" in within.markdown()
+    with pytest.raises(ValueError, match="needs >= 2 seeds"):
+        across_seeds({0: reports[0]})
+    other = build_report({"geo": _scored([1, 1], [1, 1]), "plain": _scored([1, 1], [1, 1])}, PRIORS, resamples=500)
+    with pytest.raises(ValueError, match="seed 5's table has other models or questions than seed 0's"):
+        across_seeds({0: reports[0], 5: other})

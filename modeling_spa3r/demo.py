@@ -656,8 +656,8 @@ def main(argv=None) -> int:
     parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 504 s, --quick 93 s; "
                      "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls "
                      "(three more evaluation passes, about 25 s each at the default size) and the SFT held-out loss "
-                     "(ten passes over SynthVSI-val's conversations, 5-10 s each at the default size); the end of "
-                     "every run prints its own seconds per stage.")  # fmt: skip
+                     "(ten passes over SynthVSI-val's conversations, 5-10 s each at the default size); --vlm-seeds 3 "
+                     "1412 s (each extra seed 421 s); the end of every run prints its own seconds per stage.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(
         "scaling up (for a stronger check than the default; each overrides the default or --quick value)",

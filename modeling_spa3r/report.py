@@ -396,7 +396,11 @@ class SeedSpread:
                        f"training seeds, so this run shows no difference between them.")
         tasks = [row["task"] for row in self.rows[:-1] if self.consistent(row)]
         verdict += (f" Tasks where the difference has one sign at every seed and exceeds twice its standard error: "
-                    f"{', '.join(tasks) if tasks else 'none'}.")
+                    f"{', '.join(tasks) if tasks else 'none'}")
+        if tasks:
+            verdict += (f" ({len(self.rows) - 1} tasks tested: one passing by chance is not unusual; the input "
+                        f"controls say whether {a} uses its inputs at all)")
+        verdict += "."
         return "\n".join(lines + ["", verdict]) + "\n"
 
 

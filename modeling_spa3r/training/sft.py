@@ -57,6 +57,12 @@ class ModelArguments:
     processor_name_or_path: str | None = field(default=None, metadata={"help": "default: the model / Qwen path"})
     train_llm: bool = field(default=True, metadata={"help": "train the language model (and lm_head)"})
     train_adapter: bool = field(default=True, metadata={"help": "train the geometry fusion adapter"})
+    adapter_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "learning rate of the geometry fusion (default: --learning_rate; the schedule scales both "
+                          "alike). A fresh fusion trained at a small language model's rate can become a constant "
+                          "that drowns the visual tokens (README, 'What the demo shows')"},
+    )  # fmt: skip
     train_vision_tower: bool = field(default=False, metadata={"help": "train Qwen's vision blocks"})
     train_merger: bool = field(default=False, metadata={"help": "train Qwen's patch merger"})
     train_geometry_encoder: bool = field(default=False, metadata={"help": "train Spa3R"})
@@ -209,6 +215,30 @@ class ResumableSFTTrainer(SFTTrainer):
     key names (Qwen2.5-VL checkpoints are saved in the legacy layout, which `Trainer`'s non-strict
     `load_state_dict` would silently skip) and TRL's running token count."""
 
+    def __init__(self, *args, adapter_learning_rate: float | None = None, **kwargs):
+        self.adapter_learning_rate = adapter_learning_rate
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer; with `adapter_learning_rate`, the geometry fusion's parameters move into param
+        groups of their own at that rate (Trainer has one rate for every trainable parameter; the LR scheduler,
+        created after this, scales each group's own rate)."""
+        optimizer = super().create_optimizer(model)
+        if self.adapter_learning_rate is None:
+            return optimizer
+        fusion = {id(p) for name, p in (model or self.model).named_parameters() if "geometry_fusion." in name}
+        groups = []
+        for group in optimizer.param_groups:
+            moved = [p for p in group["params"] if id(p) in fusion]
+            kept = [p for p in group["params"] if id(p) not in fusion]
+            groups += [{**group, "params": kept}] if kept else []
+            groups += [{**group, "params": moved, "lr": self.adapter_learning_rate}] if moved else []
+        if not any(id(p) in fusion for group in groups for p in group["params"]):
+            raise ValueError("--adapter_learning_rate is set but no geometry fusion parameter is trained "
+                             "(train_adapter false, or a model without the fusion)")  # fmt: skip
+        optimizer.param_groups = groups  # the optimizer holds no state yet: regrouping its parameters is exact
+        return optimizer
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = model if model is not None else self.model
         if _is_peft_model(model) or not os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors")):
@@ -324,6 +354,8 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
     if not data_args.train_file:
         raise ValueError("no training data: pass --train_file FILE.json[l] (VSI-590K style) and --media_root")
+    if model_args.adapter_learning_rate is not None and model_args.adapter_learning_rate < 0:
+        raise ValueError(f"--adapter_learning_rate must be >= 0, got {model_args.adapter_learning_rate}")
     if not 1 <= data_args.min_frames <= data_args.max_frames:
         raise ValueError(f"need 1 <= min_frames <= max_frames, got {data_args.min_frames}, {data_args.max_frames}")
     sampling = {
@@ -349,6 +381,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         processing_class=processor,
         peft_config=lora_config(model_args) if model_args.use_lora else None,
         callbacks=callbacks,
+        adapter_learning_rate=model_args.adapter_learning_rate,
     )
     result = train_resumable(trainer, training_args.resume_from_checkpoint)
     trainer.save_model()

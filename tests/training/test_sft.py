@@ -154,3 +154,45 @@ def test_sft_deepspeed_zero3_two_processes(training_synth_root, training_vlm_dir
 
     model = Spa3VLMForConditionalGeneration.from_pretrained(tmp_path)  # ZeRO-3 gathers the 16-bit weights on save
     assert model.lm_head.weight.abs().sum() > 0
+
+
+def test_adapter_learning_rate_regroups_the_fusion(training_synth_root, training_vlm_dir, tmp_path):
+    """Every trainable parameter stays in exactly one group; the fusion's sit at the adapter rate, with their weight
+    decay kept; a model whose fusion is frozen is refused."""
+    from trl import SFTConfig
+
+    from modeling_spa3r.modeling_spa3_vlm import Spa3VLMForConditionalGeneration
+    from modeling_spa3r.processing_spa3_vlm import Spa3VLMProcessor
+    from modeling_spa3r.training.sft import ResumableSFTTrainer
+
+    samples = ConversationSamples([str(training_synth_root / "sft" / "synthvsi_train_sft.json")], str(training_synth_root), SAMPLING)
+    args = SFTConfig(output_dir=str(tmp_path), remove_unused_columns=False, report_to=[], max_length=None, bf16=False,
+                     learning_rate=1e-3, weight_decay=0.01)  # fmt: skip
+    model = Spa3VLMForConditionalGeneration.from_pretrained(training_vlm_dir)
+    model.model.geometry_encoder.requires_grad_(False)
+    trainer = ResumableSFTTrainer(model=model, args=args, train_dataset=samples.dataset(),
+                                  processing_class=Spa3VLMProcessor.from_pretrained(training_vlm_dir),
+                                  adapter_learning_rate=2e-5)  # fmt: skip
+    optimizer = trainer.create_optimizer()
+    names = {id(p): name for name, p in model.named_parameters()}
+    grouped = [(names[id(p)], group["lr"], group["weight_decay"]) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(name for name, _, _ in grouped) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert {lr for name, lr, _ in grouped if "geometry_fusion." in name} == {2e-5}
+    assert {lr for name, lr, _ in grouped if "geometry_fusion." not in name} == {1e-3}
+    decay = {name: wd for name, _, wd in grouped}
+    assert decay["model.geometry_fusion.adaptor.up_proj.weight"] == 0.01
+    assert decay["model.geometry_fusion.adaptor.up_proj.bias"] == 0.0
+    model.model.geometry_fusion.requires_grad_(False)
+    frozen = ResumableSFTTrainer(model=model, args=args, train_dataset=samples.dataset(),
+                                 processing_class=Spa3VLMProcessor.from_pretrained(training_vlm_dir),
+                                 adapter_learning_rate=2e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="--adapter_learning_rate is set but no geometry fusion parameter is trained"):
+        frozen.create_optimizer()
+
+
+def test_sft_adapter_learning_rate_zero_keeps_the_fusion(training_synth_root, training_vlm_dir, tmp_path):
+    run_script(sft_args(training_vlm_dir, training_synth_root, tmp_path, steps=2) + ["--adapter_learning_rate", "0"])
+    before = load_file(str(training_vlm_dir / "model.safetensors"))
+    after = load_file(str(tmp_path / "model.safetensors"))
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    assert changed and not any("geometry_fusion" in key for key in changed)  # the language model trained, the fusion not

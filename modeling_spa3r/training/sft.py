@@ -213,7 +213,8 @@ def _text(text: str) -> list[dict]:
 class ResumableSFTTrainer(SFTTrainer):
     """`SFTTrainer` whose resume restores everything the uninterrupted run had: the weights under the model's own
     key names (Qwen2.5-VL checkpoints are saved in the legacy layout, which `Trainer`'s non-strict
-    `load_state_dict` would silently skip) and TRL's running token count."""
+    `load_state_dict` would silently skip) and TRL's running token count; with `adapter_learning_rate`, the
+    geometry fusion trains at a rate of its own."""
 
     def __init__(self, *args, adapter_learning_rate: float | None = None, **kwargs):
         self.adapter_learning_rate = adapter_learning_rate

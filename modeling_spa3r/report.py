@@ -295,7 +295,7 @@ class InputControl:
         if low > 0:
             return (f"{self.model} uses its {self.swapped}: another scene's cost it {difference:.1f} points overall "
                     f"(95 % interval {100 * low:.1f} to {100 * high:.1f}).")
-        return (f"{self.model}'s answers depend on its {self.swapped} ({100 * overall['changed']:.0f} % change with "
+        return (f"{self.model}'s answers depend on its {self.swapped} ({_share(overall['changed'])} change with "
                 f"another scene's), but not for the better: own minus another scene's overall {difference:+.1f} "
                 f"points (95 % interval {100 * low:+.1f} to {100 * high:+.1f}).")
 
@@ -335,11 +335,11 @@ def controls_markdown(controls: list[InputControl]) -> str:
              "| answers changed |", "|---|---|---:|---:|---:|---|"]  # fmt: skip
     for control in controls:
         overall, (low, high) = control.rows[-1], control.difference_interval
-        tasks = ", ".join(f"{r['task']} {100 * r['changed']:.0f} %" for r in control.rows[:-1] if r["changed"] > 0)
+        tasks = ", ".join(f"{r['task']} {_share(r['changed'])}" for r in control.rows[:-1] if r["changed"] > 0)
         difference = 100 * control.difference
         lines.append(f"| {control.model} | {control.swapped} | {_pct(overall['own'])} | "
                      f"{_pct(overall['other_scene'])} | {difference:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | "
-                     f"{100 * overall['changed']:.0f} %{f' ({tasks})' if tasks else ''} |")  # fmt: skip
+                     f"{_share(overall['changed'])}{f' ({tasks})' if tasks else ''} |")  # fmt: skip
     verdicts = "\n".join(f"- {control.verdict()}" for control in controls)
     return (f"## Do the VLMs use what they see? ({controls[0].rows[-1]['n']} questions)\n\nThe same model and "
             "questions, answered again with the frames, or the Spa3R views, of another scene's video (`spa3r eval "
@@ -424,6 +424,11 @@ def across_seeds(reports: dict[int, ResultsReport]) -> SeedSpread:
                      "beats_prior": {m: sum(row.prior is not None and r.intervals[m][0] > row.prior for r in at_seed)
                                      for m in first.models}})  # fmt: skip
     return SeedSpread(seeds, first.models, rows)
+
+
+def _share(fraction: float) -> str:
+    """A share in whole percent; a non-zero share below 0.5 % reads '< 1 %', not '0 %'."""
+    return "< 1 %" if 0 < fraction < 0.005 else f"{100 * fraction:.0f} %"
 
 
 def _mean_std(values: np.ndarray, signed: bool = False) -> str:

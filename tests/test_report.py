@@ -119,6 +119,18 @@ def test_input_control_rows_verdicts_and_section():
     assert f"- {used.verdict()}" in section
 
 
+def test_input_control_names_a_share_below_one_percent():
+    """One changed answer in 300 is '< 1 %', never '0 %' (which would read as 'does not use it')."""
+    from modeling_spa3r.report import controls_markdown, input_control
+
+    own = _records([("2", 1.0)] * 300, [])
+    other = _records([("3", 1.0)] + [("2", 1.0)] * 299, [])
+    control = input_control("geo", "geometry", own, other)
+    assert control.rows[-1]["changed"] == pytest.approx(1 / 300)
+    assert control.verdict().startswith("geo's answers depend on its geometry (< 1 % change with another scene's)")
+    assert "| +0.0 [+0.0, +0.0] | < 1 % (Obj. Count < 1 %) |" in controls_markdown([control])
+
+
 def test_input_control_refuses_different_questions():
     from modeling_spa3r.report import input_control
 

@@ -11,9 +11,12 @@
    SynthVSI-val's conversations (held-out rooms) before and during training;
 5. evaluate both on SynthVSI-val with the VSI-Bench scorer and print the per-task table side by side.
 
+With `vlm_seeds` > 1 (`--vlm-seeds`), stages 3-5 run again for each extra training seed (`vlm-seed-<s>/`, without
+the input controls), and `results.md` gets each task's spread over seeds.
+
 Everything lands in `--out` (default `runs/demo`): `loss_curves.png`, `feature_fields.png`, `sft_curves.png`,
-`results.md` (the table, then the fine-tuning losses, the input controls and the room-size readout), `results.json`,
-the checkpoints and the predictions.
+`results.md` (the table, then the fine-tuning losses, the input controls, the spread over training seeds and the
+room-size readout), `results.json`, the checkpoints and the predictions.
 """
 
 import argparse

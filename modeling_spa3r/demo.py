@@ -343,6 +343,11 @@ def sft_dir(out: Path, name: str) -> Path:
     return out / f"sft-{VARIANTS[name][0]}"
 
 
+def evaluation_dirs(out: Path) -> dict[str, Path]:
+    """Each variant's SynthVSI-val evaluation folder (the controls go beside it, `control_dir`)."""
+    return {name: out / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
+
+
 def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, seed: int, callbacks=None) -> Path:
     """SFT on SynthVSI-train; the answer-token loss on SynthVSI-val's conversations, with each question's own video
     and with another room's, is logged before training and SFT_EVALUATIONS times during it (`sft_curves.png`)."""
@@ -524,9 +529,9 @@ def train_seed(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, s
     `seed_dir`: their answers to SynthVSI-val and their SFT losses. No input controls."""
     folder = seed_dir(out, seed)
     init_dirs = build_vlms(data, spa3r_dir, folder, settings, seed)
-    eval_dirs = {name: folder / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
-    train_and_evaluate_variants(data, init_dirs, folder, eval_dirs, settings, seed, controls=False)
-    return {"predictions": {name: read_answers(path) for name, path in eval_dirs.items()},
+    evaluations = evaluation_dirs(folder)
+    train_and_evaluate_variants(data, init_dirs, folder, evaluations, settings, seed, controls=False)
+    return {"predictions": {name: read_answers(path) for name, path in evaluations.items()},
             "sft_losses": sft_losses({name: sft_dir(folder, name) for name in VARIANTS})}  # fmt: skip
 
 
@@ -586,16 +591,16 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
         readout = room_size_readout(spa3r_dir, data, out, settings, seed)
     with watch.stage("3/5 small Spa3-VLM and its no-geometry twin"):
         init_dirs = build_vlms(data, spa3r_dir, out, settings, seed)
-    eval_dirs = {name: out / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
+    evaluations = evaluation_dirs(out)
     with watch.stage("4/5 SFT on SynthVSI-train and 5/5 SynthVSI-val evaluation, both variants in parallel"):
-        results = train_and_evaluate_variants(data, init_dirs, out, eval_dirs, settings, seed)
+        results = train_and_evaluate_variants(data, init_dirs, out, evaluations, settings, seed)
     extra_seeds = list(range(seed + 1, seed + settings.vlm_seeds))
     if extra_seeds:
         with watch.stage(f"4-5 again with training seeds {', '.join(map(str, extra_seeds))} (no controls)"):
             seed_runs = {s: train_seed(data, spa3r_dir, out, settings, s) for s in extra_seeds}
     sft_curves = sft_losses({name: sft_dir(out, name) for name in VARIANTS})
     plot_sft_losses(sft_curves, out / "sft_curves.png")
-    predictions = {name: read_answers(path) for name, path in eval_dirs.items()}
+    predictions = {name: read_answers(path) for name, path in evaluations.items()}
     table = results_table(data, predictions, seed)
     spread = None
     if extra_seeds:
@@ -604,7 +609,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
         spread = seeds_section(across_seeds(tables), held_out)
     title = f"SynthVSI-val ({summary['questions']['val']} questions, {len(summary['splits']['val'])} rooms)"
     write_report(table, out, title)
-    controls = input_controls(predictions, eval_dirs, seed)
+    controls = input_controls(predictions, evaluations, seed)
     sections = [sft_section(sft_curves), controls_markdown(controls)] + ([spread[0]] if spread else [])
     if readout is not None:
         sections.append(readout_section(readout, table))

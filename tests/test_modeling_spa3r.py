@@ -170,8 +170,10 @@ def test_gradient_checkpointing_gives_same_gradients(spa3r_config, images):
     loss = model(images, view_mask=VIEW_MASK).loss
     loss.backward()
     torch.testing.assert_close(loss, reference)
-    for name, grad in grads.items():
-        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
+    for name, grad in grads.items():  # recomputation reorders float32 sums: equal to a few ulps of the largest entry
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-5, atol=1e-6 * scale,
+                                   msg=name)  # fmt: skip
 
 
 def _expected_counts():

@@ -480,14 +480,14 @@ def input_controls(predictions: dict[str, list[dict]], eval_dirs: dict[str, Path
 
 def results_table(data: Path, predictions: dict[str, list[dict]], seed: int):
     """The evidence-carrying table of both variants (modeling_spa3r/report.py) from their per-question predictions,
-    with chance and the blind priors fitted on SynthVSI-train."""
+    with chance and the blind priors fitted on SynthVSI-train and on every candidate question of its rooms."""
     from .data.priors import blind_priors
+    from .data.synthetic import POOL_FILE
     from .report import build_report
 
-    train, val = ([json.loads(line) for line in (data / f"synthvsi_{split}.jsonl").read_text().splitlines() if line.strip()]
-                  for split in ("train", "val"))  # fmt: skip
-    priors = blind_priors(train, val)
-    return build_report(predictions, priors, seed=seed)
+    train, val, pool = ([json.loads(line) for line in (data / name).read_text().splitlines() if line.strip()]
+                        for name in ("synthvsi_train.jsonl", "synthvsi_val.jsonl", POOL_FILE))  # fmt: skip
+    return build_report(predictions, blind_priors(train, val), pool_priors=blind_priors(pool, val), seed=seed)
 
 
 def weak_result(table) -> bool:

@@ -2,7 +2,8 @@
 split → `results.md` and `results.png`.
 
 For every official task (all eight are shown; a task without questions is labelled, not dropped): the number of
-questions, chance and the best blind prior (:mod:`modeling_spa3r.data.priors`, fitted on the train split), each
+questions, chance and the best blind prior (:mod:`modeling_spa3r.data.priors`, fitted on the train split and, when
+given, on a larger question pool of the same train rooms; the table marks where the pool's is the higher), each
 model's score with a seeded 95 % bootstrap interval (questions resampled within each question type), and a collapse
 line per model (the share of the model's most frequent parsed answer per task; above ``collapse_threshold`` the task
 is flagged). The overall row is the official macro mean over the tasks with questions. The caption says plainly
@@ -36,11 +37,12 @@ class TaskRow:
     name: str
     n: int
     chance: float | None
-    prior: float | None  # best blind prior: max of the most-frequent and the text-only prior
+    prior: float | None  # best blind prior: max of the most-frequent and the text-only prior (of each fit)
     scores: dict[str, float | None]  # model → score
     intervals: dict[str, tuple[float, float] | None]  # model → 95 % bootstrap interval
     top_answer_share: dict[str, float | None] = field(default_factory=dict)  # model → collapse line
     top_answer: dict[str, str | None] = field(default_factory=dict)
+    prior_source: str | None = None  # "pool" where the prior fitted on the train rooms' question pool is the higher
 
 
 @dataclass
@@ -68,7 +70,8 @@ class ResultsReport:
             if row.n == 0:
                 lines.append(f"| {row.name} | 0 | no questions |" + " - |" * (len(head) - 3))
                 continue
-            cells = [row.name, str(row.n), _pct(row.chance), _pct(row.prior)]
+            prior = _pct(row.prior) + (f" ({row.prior_source})" if row.prior_source else "")
+            cells = [row.name, str(row.n), _pct(row.chance), prior]
             for m in self.models:
                 low, high = row.intervals[m]
                 cells.append(f"{_pct(row.scores[m])} [{_pct(low)}, {_pct(high)}]")
@@ -84,7 +87,8 @@ class ResultsReport:
         return "\n".join(lines)
 
     def plot(self, path: str | Path, title: str) -> None:
-        """Grouped bars with interval whiskers; chance and blind prior as ticks; collapsed bars hatched."""
+        """Grouped bars with interval whiskers; chance and blind prior as ticks (dash-dot where the prior fitted on
+        the question pool is the higher); collapsed bars hatched."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -93,6 +97,7 @@ class ResultsReport:
         figure, axis = plt.subplots(figsize=(12, 5.2), dpi=120)
         width = 0.8 / max(1, len(self.models))
         colours = ["#c44e52", "#4c72b0", "#55a868", "#8172b2"]
+        labelled = set()  # legend entries drawn once
         for i, row in enumerate(self.rows):
             if row.n == 0:
                 axis.text(i, 3, "no questions", ha="center", va="bottom", rotation=90, fontsize=8, color="#666666")
@@ -106,9 +111,12 @@ class ResultsReport:
                 axis.errorbar(x, value, yerr=[[value - 100 * low], [100 * high - value]], color="black", capsize=2,
                               linewidth=1)
                 axis.text(x, 100 * high + 1, f"{value:.0f}", ha="center", fontsize=7)
-            for value, style, label in ((row.chance, ":", "chance"), (row.prior, "-", "blind prior")):
+            pool = row.prior_source == "pool"
+            prior = ("-.", "blind prior (pool): fitted on the train rooms' question pool") if pool else ("-", "blind prior")
+            for value, (style, label) in ((row.chance, (":", "chance")), (row.prior, prior)):
                 axis.hlines(100 * value, i - 0.45, i + 0.45, colors="black", linestyles=style, linewidth=1.6,
-                            label=label if i == 0 else None)
+                            label=label if label not in labelled else None)  # fmt: skip
+                labelled.add(label)
         axis.set_xticks(range(len(self.rows)), [_tick(row) for row in self.rows], fontsize=8,
                         rotation=20)
         for j, m in enumerate(self.models):  # legend entries (drawn empty)
@@ -117,7 +125,7 @@ class ResultsReport:
                  label=f"hatched: collapsed (one answer > {100 * self.collapse_threshold:.0f} %)")
         axis.set_ylim(0, 125)
         axis.set_ylabel("score ×100 (MRA or accuracy), 95 % bootstrap CI")
-        axis.legend(fontsize=7, loc="upper center", ncol=5)
+        axis.legend(fontsize=7, loc="upper center", ncol=3)
         axis.set_title(title, fontsize=10)
         figure.text(0.01, 0.01, self.caption, fontsize=7, wrap=True, va="bottom")
         figure.tight_layout(rect=(0, 0.12, 1, 1))
@@ -186,10 +194,13 @@ def build_report(
     resamples: int = 2000,
     seed: int = 0,
     collapse_threshold: float = COLLAPSE_THRESHOLD,
+    pool_priors=None,
 ) -> ResultsReport:
     """Assemble the table from per-question prediction records (`predictions.jsonl` rows: `question_type`,
     `score`, `answer`) of each model on the same questions, and the blind priors of that split
-    (:class:`~modeling_spa3r.data.priors.BlindPriors`, or its ``tasks`` dict ``prior → task key → score``)."""
+    (:class:`~modeling_spa3r.data.priors.BlindPriors`, or its ``tasks`` dict ``prior → task key → score``). With
+    `pool_priors` (the same, fitted on every candidate question of the train rooms), each task's blind prior is the
+    higher of the two fits (`TaskRow.prior_source` "pool" where the pool's wins)."""
     if not predictions:
         raise ValueError("build_report: no models given")
     if resamples < 100:
@@ -198,7 +209,10 @@ def build_report(
     ids = {m: sorted(str(r["id"]) for r in records) for m, records in predictions.items() if records and "id" in records[0]}
     if len({tuple(v) for v in ids.values()}) > 1:
         raise ValueError(f"build_report: the models answered different questions ({', '.join(f'{m}: {len(v)}' for m, v in ids.items())})")
-    prior_tasks = getattr(priors, "tasks", priors)
+    fits = {None: getattr(priors, "tasks", priors)}
+    if pool_priors is not None:
+        fits["pool"] = getattr(pool_priors, "tasks", pool_priors)
+    prior_tasks = fits[None]
     per_type = {m: _scores_per_type(records, m) for m, records in predictions.items()}
     type_counts = {t: len(v) for t, v in per_type[models[0]].items()}
     tasks = list(vsibench.TASK_KEYS)
@@ -213,9 +227,11 @@ def build_report(
                                 dict.fromkeys(models), dict.fromkeys(models)))  # fmt: skip
             continue
         chance = prior_tasks.get("chance", {}).get(task)
-        blind = [prior_tasks[p][task] for p in ("frequent", "text") if task in prior_tasks.get(p, {})]
-        row = TaskRow(task, vsibench.TASK_DISPLAY_NAMES[task], n, chance, max(blind) if blind else None, scores,
-                      {m: intervals[m][task] for m in models})  # fmt: skip
+        blind = [(fit[p][task], source) for source, fit in fits.items() for p in ("frequent", "text")
+                 if task in fit.get(p, {})]  # fmt: skip
+        prior, source = max(blind, key=lambda pair: pair[0]) if blind else (None, None)
+        row = TaskRow(task, vsibench.TASK_DISPLAY_NAMES[task], n, chance, prior, scores,
+                      {m: intervals[m][task] for m in models}, prior_source=source)  # fmt: skip
         for m in models:
             row.top_answer_share[m], row.top_answer[m] = _collapse(predictions[m], task)
         rows.append(row)
@@ -261,8 +277,11 @@ def _caption(rows: list[TaskRow], models: list[str], threshold: float) -> str:
                          f"{', '.join(worse) if worse else 'no task'}; elsewhere the difference is within noise.")
     if empty:
         sentences.append(f"No questions for: {', '.join(empty)}.")
+    pooled = any(r.prior_source == "pool" for r in tasks)
     sentences.append("Beating the prior means the 95 % interval's lower end is above the best blind prior "
-                     "(most-frequent or text-only answer, fitted on the train split).")
+                     "(most-frequent or text-only answer, fitted on the train split"
+                     + ("; marked (pool): fitted on every candidate question of the train rooms, where that is higher"
+                        if pooled else "") + ").")
     return " ".join(sentences)
 
 

@@ -59,6 +59,21 @@ def test_caption_says_collapse_and_prior_plainly():
     assert "| overall (macro mean of 2 tasks) | 6 |" in table
 
 
+def test_pool_priors_raise_the_bar_where_higher_and_are_marked():
+    pool = {"frequent": {COUNT: 0.25, ROUTE: 0.5}, "text": {COUNT: 0.28, ROUTE: 0.75}}  # route: 0.75 > 0.4
+    report = build_report({"geo": COLLAPSING, "plain": VARIED}, PRIORS, resamples=2000, seed=0, pool_priors=pool)
+    rows = {row.key: row for row in report.rows}
+    assert (rows[COUNT].prior, rows[COUNT].prior_source) == (0.3, None)  # the split's 0.3 beats the pool's 0.28
+    assert (rows[ROUTE].prior, rows[ROUTE].prior_source) == (0.75, "pool")
+    assert rows["overall"].prior == pytest.approx((0.3 + 0.75) / 2)
+    table = report.markdown("t")
+    assert "| Obj. Count | 4 | 10.0 | 30.0 | 62.5 [" in table and "| Route Plan | 2 | 25.0 | 75.0 (pool) | 100.0 [" in table
+    assert "marked (pool): fitted on every candidate question of the train rooms, where that is higher" in report.caption
+    # geo's route interval [1, 1] clears 0.75; with the split's priors alone the caption has no pool clause
+    assert "geo beats the blind prior overall; beats it on 1/2 tasks (Route Plan); does not beat it on Obj. Count" in report.caption
+    assert "(pool)" not in build_report({"geo": COLLAPSING}, PRIORS, resamples=200).caption
+
+
 def test_empty_answers_count_as_one_collapsed_answer():
     silent = [{**r, "answer": None, "output": "", "score": 0.0} for r in VARIED]
     report = build_report({"silent": silent}, PRIORS, resamples=200)

@@ -18,7 +18,7 @@ _EXPORTS = {
     "generate_dataset": "synthetic", "SynthConfig": "synthetic", "render_scene_folder": "synthetic",
     "rebuild_questions": "synthetic",
     "generate_scene": "scenes", "render": "render", "pack_scene": "render", "make_trajectory": "trajectory",
-    "build_questions": "synthvsi", "build_sft": "synthvsi",
+    "build_questions": "synthvsi", "build_sft": "synthvsi", "question_pool": "synthvsi",
     "MultiViewDataset": "datasets", "SceneFolder": "datasets", "ViewBudgetBatchSampler": "datasets",
     "collate_views": "datasets", "PRESETS": "datasets",
     "write_contact_sheet": "contact_sheet", "write_rooms_sheet": "contact_sheet", "DataError": "io",

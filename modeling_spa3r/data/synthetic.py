@@ -7,8 +7,11 @@ Output layout of :func:`generate_dataset` (``<out>`` is also the VSI-Bench video
     <out>/synthvsi_<split>.jsonl             SynthVSI questions (VSI-Bench record format)
     <out>/sft/synthvsi_<split>_sft.json      SFT conversations (VSI-590K style) of the train split, and of val /
                                              test when they have questions (held-out loss during SFT)
+    <out>/synthvsi_train_pool.jsonl          every candidate question of the train rooms, before the balanced
+                                             selection (not debiased; fits the stronger blind priors)
     <out>/dataset.json                       generation settings, splits, scene seeds, question counts per
-                                             type, blind-prior scores (train -> val + test, see ``priors``)
+                                             type, blind-prior scores (train split -> val + test, and train
+                                             rooms' question pool -> val + test, see ``priors``)
 
 Scene seeds of the train/val/test splits come from disjoint ranges (``scene_seed``), so no scene
 is shared between splits. Everything is byte-identical for the same arguments.
@@ -29,11 +32,13 @@ from . import io as dio
 from .render import pack_scene, render
 from .scenes import SEMANTIC_CLASSES, generate_scene
 from .priors import blind_priors
-from .synthvsi import build_questions, build_sft
+from .synthvsi import build_questions, build_sft, question_pool
 from .trajectory import make_trajectory, walkable_check
 
 SPLITS = ("train", "val", "test")
 DATASET_NAME = "synthvsi"
+#: every candidate question of the train rooms (`synthvsi.question_pool`): a stronger fit for the blind priors
+POOL_FILE = f"{DATASET_NAME}_train_pool.jsonl"
 _SEED_STRIDE = 1_000_000
 
 
@@ -179,6 +184,16 @@ def rebuild_questions(out_dir) -> dict:
     return _write_questions(out, summary, metas)
 
 
+def _fitted_priors(train: list[dict], held_out: list[dict]):
+    """Blind priors fitted on `train` and scored on `held_out`; None when they share no question type."""
+    if not train or not held_out:
+        return None
+    try:
+        return blind_priors(train, held_out)
+    except ValueError:  # no question type in both (tiny datasets)
+        return None
+
+
 def _write_questions(out: Path, summary: dict, metas: dict[str, list[dict]]) -> dict:
     """Questions, SFT conversations, question counts and blind priors of the scenes of each split."""
     seed = summary["seed"]
@@ -197,15 +212,15 @@ def _write_questions(out: Path, summary: dict, metas: dict[str, list[dict]]) -> 
         if split == "train" or records:  # held-out conversations give SFT a held-out loss (`--eval_file`)
             (out / "sft").mkdir(exist_ok=True)
             dio.write_json(out / "sft" / f"{DATASET_NAME}_{split}_sft.json", build_sft(records))
+    pool = question_pool(metas["train"], np.random.default_rng([seed, 0, 11]), DATASET_NAME, first_id=next_id)
+    dio.write_jsonl(out / POOL_FILE, pool)
+    summary["train_pool_questions"] = len(pool)
     held_out = split_records["val"] + split_records["test"]
-    if split_records["train"] and held_out:
-        try:
-            priors = blind_priors(split_records["train"], held_out)
-        except ValueError:  # no question type in both train and val + test (tiny datasets)
-            priors = None
+    for key, fit, train in (("blind_priors", "train", split_records["train"]),
+                            ("blind_priors_pool", "train rooms' question pool", pool)):  # fmt: skip
+        priors = _fitted_priors(train, held_out)
         if priors is not None:
-            summary["blind_priors"] = {"fit": "train", "scored": "val + test", "per_type": priors.per_type,
-                                       "tasks": priors.tasks, "text_prior": priors.text_family,
-                                       "counts": {qt: list(n) for qt, n in priors.counts.items()}}
+            summary[key] = {"fit": fit, "scored": "val + test", "per_type": priors.per_type, "tasks": priors.tasks,
+                            "text_prior": priors.text_family, "counts": {qt: list(n) for qt, n in priors.counts.items()}}
     dio.write_json(out / "dataset.json", summary)
     return summary

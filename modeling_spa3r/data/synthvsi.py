@@ -552,13 +552,19 @@ def questions_for_scene(meta: dict, rng: np.random.Generator, balancer: LetterBa
     return _build(metas=[meta], rng=rng, balancer=balancer, dataset=dataset)
 
 
-def _build(metas: list[dict], rng: np.random.Generator, balancer: LetterBalancer, dataset: str) -> list[dict]:
+def _candidate_pools(metas: list[dict], rng: np.random.Generator) -> dict[str, list[_Candidate]]:
+    """Every candidate question of every scene, per type (before quotas and balanced selection)."""
     pools: dict[str, list[_Candidate]] = {qt: [] for qt in QUESTION_TYPES}
     for scene, meta in enumerate(metas):
         facts = _SceneFacts(meta)
         for qt in QUESTION_TYPES:
             pools[qt].extend(BUILDERS[qt](facts, scene, rng))
     _route_distractors(pools["route_planning"], rng)
+    return pools
+
+
+def _build(metas: list[dict], rng: np.random.Generator, balancer: LetterBalancer, dataset: str) -> list[dict]:
+    pools = _candidate_pools(metas, rng)
     quotas = type_quotas({qt: len(p) for qt, p in pools.items()})
     chosen = []
     for qt in QUESTION_TYPES:
@@ -576,6 +582,19 @@ def build_questions(metas: list[dict], rng: np.random.Generator, dataset: str = 
     The type mix follows VSI-Bench's proportions over the whole list (see :func:`type_quotas`).
     """
     records = _build(metas, rng, LetterBalancer(rng), dataset)
+    for k, r in enumerate(records):
+        r["id"] = first_id + k
+    return records
+
+
+def question_pool(metas: list[dict], rng: np.random.Generator, dataset: str = "synthvsi",
+                  first_id: int = 0) -> list[dict]:
+    """Every candidate question of the scenes, without VSI-Bench's type mix or the balanced selection (ids from
+    ``first_id``). Blind priors fitted on the pool of the train rooms show what text alone can learn from these
+    rooms with more questions than the balanced train split holds (``data.priors``); the pool is not debiased."""
+    pools = _candidate_pools(metas, rng)
+    balancer = LetterBalancer(rng)
+    records = [_finish(c, metas[c.scene], balancer, dataset) for qt in QUESTION_TYPES for c in pools[qt]]
     for k, r in enumerate(records):
         r["id"] = first_id + k
     return records

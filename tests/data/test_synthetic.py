@@ -2,6 +2,7 @@
 
 import json
 import runpy
+from collections import Counter
 from pathlib import Path
 
 import av
@@ -9,11 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modeling_spa3r import vsibench
 from modeling_spa3r.data import io as dio
 from modeling_spa3r.data.contact_sheet import write_contact_sheet
 from modeling_spa3r.data.cli import dataset_report, main
 from modeling_spa3r.data.priors import blind_priors
-from modeling_spa3r.data.synthetic import SynthConfig, generate_dataset, rebuild_questions, scene_seed, split_counts
+from modeling_spa3r.data.synthetic import (POOL_FILE, SynthConfig, generate_dataset, rebuild_questions, scene_seed,
+                                          split_counts)
 
 from .conftest import SMALL
 
@@ -106,6 +109,27 @@ def test_generator_report_has_type_mix_and_blind_priors(synth_root):
     assert "| question type | questions | share % | VSI-Bench share % |" in report
     assert "| object_abs_distance |" in report and "VSI-Bench share" in report
     assert expected.table() in report
+
+
+def test_question_pool_of_the_train_rooms_and_its_priors(synth_root):
+    """Every candidate question of the train rooms (not balanced), and the blind priors fitted on it."""
+    summary = dio.read_json(synth_root / "dataset.json")
+    read = lambda name: [json.loads(x) for x in (synth_root / name).read_text().splitlines()]  # noqa: E731
+    splits = {s: read(f"synthvsi_{s}.jsonl") for s in ("train", "val", "test")}
+    pool = read(POOL_FILE)
+    assert summary["train_pool_questions"] == len(pool) > len(splits["train"])
+    assert {r["scene_name"] for r in pool} == set(summary["splits"]["train"])
+    split_ids = {r["id"] for records in splits.values() for r in records}
+    assert len({r["id"] for r in pool}) == len(pool) and not split_ids & {r["id"] for r in pool}
+    assert Counter(r["question_type"] for r in pool).keys() >= {r["question_type"] for r in splits["train"]}
+    # well-formed VSI-Bench records: the ground truth, answered verbatim, scores 1 (letters checked against options)
+    assert all(vsibench.score(r["ground_truth"], r["ground_truth"], r["question_type"], r["options"]) == 1.0 for r in pool)
+    priors = summary["blind_priors_pool"]
+    expected = blind_priors(pool, splits["val"] + splits["test"])
+    assert (priors["fit"], priors["per_type"]) == ("train rooms' question pool", expected.per_type)
+    report = dataset_report(summary)
+    assert expected.table() in report and "blind priors (fit on train rooms' question pool" in report
+    assert "uses the video only where it beats both tables" in report
 
 
 def test_rooms_contact_sheet(synth_root, tmp_path):

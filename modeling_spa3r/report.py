@@ -374,7 +374,8 @@ class SeedSpread:
 
     seeds: list[int]
     models: list[str]
-    rows: list[dict]  # {"key", "task", "n", "prior", "scores": model → [score per seed], "beats_prior": model → count}
+    rows: list[dict]  # {"key", "task", "n", "prior", "prior_source", "scores": model → [score per seed],
+    #                    "beats_prior": model → count}
 
     def to_dict(self) -> dict:
         return {"seeds": self.seeds, "models": self.models, "rows": self.rows}
@@ -399,7 +400,8 @@ class SeedSpread:
                  f"| task | n | blind prior | {a} | {b} | {a} − {b}, per seed | mean ± std | {a} beats prior "
                  f"| {b} beats prior |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]  # fmt: skip
         for row in self.rows:
-            cells = [row["task"], str(row["n"]), _pct(row["prior"])]
+            source = row.get("prior_source")
+            cells = [row["task"], str(row["n"]), _pct(row["prior"]) + (f" ({source})" if source else "")]
             cells += [_mean_std(100 * np.asarray(row["scores"][m], dtype=float)) for m in (a, b)]
             difference = self.difference(row)
             cells += [" / ".join(f"{d:+.1f}" for d in difference), _mean_std(difference, signed=True)]
@@ -438,7 +440,7 @@ def across_seeds(reports: dict[int, ResultsReport]) -> SeedSpread:
         if row.n == 0:
             continue
         at_seed = [report.rows[index] for report in reports.values()]
-        rows.append({"key": row.key, "task": row.name, "n": row.n, "prior": row.prior,
+        rows.append({"key": row.key, "task": row.name, "n": row.n, "prior": row.prior, "prior_source": row.prior_source,
                      "scores": {m: [r.scores[m] for r in at_seed] for m in first.models},
                      "beats_prior": {m: sum(row.prior is not None and r.intervals[m][0] > row.prior for r in at_seed)
                                      for m in first.models}})  # fmt: skip

@@ -3,7 +3,7 @@
 import pytest
 
 from modeling_spa3r import vsibench
-from modeling_spa3r.report import build_report, write_report
+from modeling_spa3r.report import across_seeds, build_report, write_report
 
 PRIORS = {  # BlindPriors.tasks layout: prior → task key → score
     "chance": {"object_counting_MRA:.5:.95:.05": 0.1, "route_planning_accuracy": 0.25},
@@ -72,6 +72,8 @@ def test_pool_priors_raise_the_bar_where_higher_and_are_marked():
     # geo's route interval [1, 1] clears 0.75; with the split's priors alone the caption has no pool clause
     assert "geo beats the blind prior overall; beats it on 1/2 tasks (Route Plan); does not beat it on Obj. Count" in report.caption
     assert "(pool)" not in build_report({"geo": COLLAPSING}, PRIORS, resamples=200).caption
+    again = build_report({"geo": COLLAPSING, "plain": VARIED}, PRIORS, resamples=500, seed=1, pool_priors=pool)
+    assert "| Route Plan | 2 | 75.0 (pool) |" in across_seeds({0: report, 1: again}).markdown()
 
 
 def test_empty_answers_count_as_one_collapsed_answer():
@@ -159,8 +161,6 @@ def _scored(counting, routes):
 
 
 def test_across_seeds_spread_difference_and_verdict():
-    from modeling_spa3r.report import across_seeds
-
     runs = {0: ([1, 1, 0.5, 0], [1, 1], [1, 1, 1, 1], [0, 1]),  # geo count, geo route, plain count, plain route
             1: ([1, 1, 1, 0], [1, 0], [1, 1, 0, 0], [0, 0]),
             2: ([1, 1, 1, 1], [1, 1], [1, 1, 1, 0], [1, 0])}  # fmt: skip

@@ -662,7 +662,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
     parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 504 s, --quick 93 s "
-                     "(116-132 s on a slower day); "
+                     "(116-132 s on a slower day); on a faster 2-core machine (2026-12-07) the default 327-333 s, "
+                     "--quick 58 s; "
                      "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls "
                      "(three more evaluation passes, about 25 s each at the default size) and the SFT held-out loss "
                      "(ten passes over SynthVSI-val's conversations, 5-10 s each at the default size); --vlm-seeds 3 "

@@ -678,4 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from accelerate import PartialState
+
+    PartialState().destroy_process_group()  # before exit, as in training (a no-op in a single process)
     return 0

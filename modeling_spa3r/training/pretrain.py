@@ -414,6 +414,9 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     write_training_card(trainer, data={"train_data": data_args.train_data, "eval_data": data_args.eval_data, "targets": data_args.targets})
+    # Gloo's threads may outlive an undestroyed process group and abort the interpreter at exit (SIGABRT after a
+    # finished multi-process run); accelerate's end of training destroys it (a no-op in a single process).
+    trainer.accelerator.end_training()
     return {**result.metrics, "steps": trainer.state.global_step, "final_loss": _last_loss(trainer.state.log_history)}
 
 

@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
     write_training_card(trainer, data={"base_model": model_args.model_name_or_path or model_args.qwen_model_path, "train_file": data_args.train_file})
+    # Gloo's threads may outlive an undestroyed process group and abort the interpreter at exit (SIGABRT after a
+    # finished multi-process run); accelerate's end of training destroys it (a no-op in a single process).
+    trainer.accelerator.end_training()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {**result.metrics, "steps": trainer.state.global_step, "losses": losses}
 

@@ -478,16 +478,23 @@ def input_controls(predictions: dict[str, list[dict]], eval_dirs: dict[str, Path
             for name in VARIANTS for control in controlled_inputs(name)]  # fmt: skip
 
 
-def results_table(data: Path, predictions: dict[str, list[dict]], seed: int):
-    """The evidence-carrying table of both variants (modeling_spa3r/report.py) from their per-question predictions,
-    with chance and the blind priors fitted on SynthVSI-train and on every candidate question of its rooms."""
+def val_priors(data: Path) -> tuple:
+    """SynthVSI-val's blind priors fitted on SynthVSI-train and on every candidate question of its rooms (the pool)."""
     from .data.priors import blind_priors
     from .data.synthetic import POOL_FILE
-    from .report import build_report
 
     train, val, pool = ([json.loads(line) for line in (data / name).read_text().splitlines() if line.strip()]
                         for name in ("synthvsi_train.jsonl", "synthvsi_val.jsonl", POOL_FILE))  # fmt: skip
-    return build_report(predictions, blind_priors(train, val), pool_priors=blind_priors(pool, val), seed=seed)
+    return blind_priors(train, val), blind_priors(pool, val)
+
+
+def results_table(predictions: dict[str, list[dict]], priors: tuple, seed: int):
+    """The evidence-carrying table of both variants (modeling_spa3r/report.py) from their per-question predictions,
+    with chance and the blind priors of `val_priors`."""
+    from .report import build_report
+
+    split, pool = priors
+    return build_report(predictions, split, pool_priors=pool, seed=seed)
 
 
 def weak_result(table) -> bool:
@@ -601,10 +608,11 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     sft_curves = sft_losses({name: sft_dir(out, name) for name in VARIANTS})
     plot_sft_losses(sft_curves, out / "sft_curves.png")
     predictions = {name: read_answers(path) for name, path in evaluations.items()}
-    table = results_table(data, predictions, seed)
+    priors = val_priors(data)
+    table = results_table(predictions, priors, seed)
     spread = None
     if extra_seeds:
-        tables = {seed: table} | {s: results_table(data, run["predictions"], seed) for s, run in seed_runs.items()}
+        tables = {seed: table} | {s: results_table(run["predictions"], priors, seed) for s, run in seed_runs.items()}
         held_out = {seed: sft_curves} | {s: run["sft_losses"] for s, run in seed_runs.items()}
         spread = seeds_section(across_seeds(tables), held_out)
     title = f"SynthVSI-val ({summary['questions']['val']} questions, {len(summary['splits']['val'])} rooms)"

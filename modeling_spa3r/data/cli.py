@@ -56,8 +56,7 @@ def dataset_report(summary: dict) -> str:
     for qt in QUESTION_TYPES:
         share, reference = 100 * counts[qt] / total, 100 * VSIBENCH_TYPE_COUNTS[qt] / total_vsi
         lines.append(f"| {qt} | {counts[qt]} | {share:.1f} | {reference:.1f} |")
-    priors = summary.get("blind_priors")
-    if priors is None:
+    if "blind_priors" not in summary:
         lines.append("blind priors: not computed (needs questions in train and in val + test)")
     for priors in filter(None, (summary.get("blind_priors"), summary.get("blind_priors_pool"))):
         lines.append(f"blind priors (fit on {priors['fit']}, scored on {priors['scored']}, x100):")

@@ -575,16 +575,20 @@ def _build(metas: list[dict], rng: np.random.Generator, balancer: LetterBalancer
     return [_finish(c, metas[c.scene], balancer, dataset) for c in chosen]
 
 
+def _numbered(records: list[dict], first_id: int) -> list[dict]:
+    """The records with consecutive integer ids from ``first_id``."""
+    for k, r in enumerate(records):
+        r["id"] = first_id + k
+    return records
+
+
 def build_questions(metas: list[dict], rng: np.random.Generator, dataset: str = "synthvsi",
                     first_id: int = 0) -> list[dict]:
     """Questions for a list of scene.json dicts, with consecutive integer ids from ``first_id``.
 
     The type mix follows VSI-Bench's proportions over the whole list (see :func:`type_quotas`).
     """
-    records = _build(metas, rng, LetterBalancer(rng), dataset)
-    for k, r in enumerate(records):
-        r["id"] = first_id + k
-    return records
+    return _numbered(_build(metas, rng, LetterBalancer(rng), dataset), first_id)
 
 
 def question_pool(metas: list[dict], rng: np.random.Generator, dataset: str = "synthvsi",
@@ -594,10 +598,8 @@ def question_pool(metas: list[dict], rng: np.random.Generator, dataset: str = "s
     rooms with more questions than the balanced train split holds (``data.priors``); the pool is not debiased."""
     pools = _candidate_pools(metas, rng)
     balancer = LetterBalancer(rng)
-    records = [_finish(c, metas[c.scene], balancer, dataset) for qt in QUESTION_TYPES for c in pools[qt]]
-    for k, r in enumerate(records):
-        r["id"] = first_id + k
-    return records
+    return _numbered([_finish(c, metas[c.scene], balancer, dataset) for qt in QUESTION_TYPES for c in pools[qt]],
+                     first_id)
 
 
 def prompt_text(record: dict) -> str:

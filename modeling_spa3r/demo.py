@@ -6,10 +6,12 @@
    held-out views of a validation room; answer SynthVSI-val's room-size questions from the latent by a linear probe
    (what the latent holds, apart from whether a VLM reads it);
 3. build a small Qwen2.5-VL (real classes, a tokenizer trained offline on the synthetic text) and from it a Spa3-VLM
-   with the pretrained Spa3R, plus the same VLM without geometry;
-4. fine-tune both on SynthVSI-train with the SFT pipeline (`spa3-vlm-sft-cpu`), with the answer loss on
+   with the pretrained Spa3R, plus the same VLM without geometry and the same model without videos (the text-only
+   LM: what the same training learns from the question text alone);
+4. fine-tune the three on SynthVSI-train with the SFT pipeline (`spa3-vlm-sft-cpu`), with the answer loss on
    SynthVSI-val's conversations (held-out rooms) before and during training;
-5. evaluate both on SynthVSI-val with the VSI-Bench scorer and print the per-task table side by side.
+5. evaluate them on SynthVSI-val with the VSI-Bench scorer (the text-only LM blind, `--num-frames 0`) and print the
+   per-task table side by side.
 
 With `vlm_seeds` > 1 (`--vlm-seeds`), stages 3-5 run again for each extra training seed (`vlm-seed-<s>/`, without
 the input controls), and `results.md` gets each task's spread over seeds.
@@ -21,23 +23,32 @@ room-size readout), `results.json`, the checkpoints and the predictions.
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
+import re
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-#: the two VLMs compared: name → (folder suffix, whether the processor feeds Spa3R)
-VARIANTS = {"Spa3-VLM": ("spa3-vlm", True), "VLM without geometry": ("no-geometry", False)}
+#: the models compared: name → (folder suffix, what each sees beside the question: its video's frames, Spa3R views of
+#: them). The text-only LM is the no-geometry twin's initial model fine-tuned and asked without the videos: what the
+#: same training learns from the question text alone.
+VARIANTS = {"Spa3-VLM": ("spa3-vlm", ("frames", "geometry")), "VLM without geometry": ("no-geometry", ("frames",)),
+            "text-only LM": ("text-only", ())}  # fmt: skip
 SFT_BATCH_SIZE = 4
+PARALLEL_RUNS = 2  # SFT runs at a time in stage 4, one core each
 SFT_EVALUATIONS = 4  # held-out loss evaluations per SFT run, plus one before training
 #: SFT's train conversations (relative to the data folder)
 TRAIN_CONVERSATIONS = "sft/synthvsi_train_sft.json"
 #: SFT's held-out sets (relative to the data folder): SynthVSI-val's conversations with each question's own video,
 #: and the same with another room's (written by `other_scene_conversations`)
 HELD_OUT = {"own": "sft/synthvsi_val_sft.json", "other_scene": "sft/synthvsi_val_sft_other_scene.json"}
+#: the text-only LM's train and held-out conversations: the same, without videos (written by `text_only_conversations`)
+TEXT_ONLY = {"train": "sft/synthvsi_train_sft_text_only.json", "own": "sft/synthvsi_val_sft_text_only.json"}
 #: the SFT losses the demo reads from each run's log: train, and the two held-out sets
 SFT_LOGGED = {"train": "loss", "held_out": "eval_own_loss", "held_out_other_scene": "eval_other_scene_loss"}
 
@@ -54,7 +65,7 @@ class DemoSettings:
     vocab_size: int = 512
     llm_hidden_size: int = 128
     llm_heads: int = 8
-    vlm_seeds: int = 1  # both VLMs trained and evaluated this many times (training seeds seed, seed + 1, ...)
+    vlm_seeds: int = 1  # the models of stage 4 trained and evaluated this many times (training seeds seed, seed + 1, ...)
 
 
 QUICK = DemoSettings(scenes=12, frames=16, pretrain_steps=100, sft_epochs=10.0)
@@ -93,6 +104,7 @@ def generate_data(out: Path, settings: DemoSettings, seed: int) -> dict:
     summary = generate_dataset(out, settings.scenes, seed=seed, config=config, workers=2, val_fraction=0.25,
                                test_fraction=0.0)  # fmt: skip
     other_scene_conversations(out)
+    text_only_conversations(out)
     return summary
 
 
@@ -184,23 +196,33 @@ def plot_feature_fields(run_dir: Path, scene: Path, settings: DemoSettings, png:
     return {name: [round(float(c), 3) for c in values] for name, values in cosines.items()}
 
 
-def sft_losses(run_dirs: dict[str, Path]) -> dict[str, dict]:
-    """Per variant, from its SFT `trainer_state.json`, as [[epoch, loss], ...]: the train answer-token loss, the
-    SynthVSI-val one with each question's own video (`held_out`) and with another room's (`held_out_other_scene`);
-    and the own-video held-out loss before training, at its lowest (with the epoch) and at the end."""
+def sft_losses(run_dirs: dict[str, Path], without_video: Collection[str] = ()) -> dict[str, dict]:
+    """Per run, from its SFT `trainer_state.json`, as [[epoch, loss], ...]: the train answer-token loss, the
+    SynthVSI-val one with each question's own video (`held_out`) and with another room's (`held_out_other_scene`;
+    None for the runs named in `without_video`); and the own-video held-out loss before training, at its lowest (with
+    the epoch) and at the end."""
     curves = {}
     for name, run_dir in run_dirs.items():
         state = run_dir / "trainer_state.json"
         history = json.loads(state.read_text())["log_history"]
-        series = {key: [[entry["epoch"], entry[logged]] for entry in history if logged in entry]
-                  for key, logged in SFT_LOGGED.items()}  # fmt: skip
-        missing = [SFT_LOGGED[key] for key, points in series.items() if not points]
+        logged = {key: column for key, column in SFT_LOGGED.items()
+                  if name not in without_video or key != "held_out_other_scene"}  # fmt: skip
+        series = {key: [[entry["epoch"], entry[column]] for entry in history if column in entry]
+                  for key, column in logged.items()}  # fmt: skip
+        missing = [logged[key] for key, points in series.items() if not points]
         if missing:
             raise ValueError(f"{state}: no {', '.join(missing)} logged")
-        own, other = series["held_out"], series["held_out_other_scene"]
+        own, other = series["held_out"], series.get("held_out_other_scene")
         curves[name] = {**series, "held_out_start": own[0][1], "held_out_lowest": min(own, key=lambda point: point[1]),
-                        "held_out_end": own[-1][1], "held_out_other_scene_end": other[-1][1]}  # fmt: skip
+                        "held_out_end": own[-1][1], "held_out_other_scene": other,
+                        "held_out_other_scene_end": other[-1][1] if other else None}  # fmt: skip
     return curves
+
+
+def variant_sft_losses(folder: Path) -> dict[str, dict]:
+    """`sft_losses` of every variant trained into `folder`."""
+    return sft_losses({name: sft_dir(folder, name) for name in VARIANTS},
+                      without_video=[name for name in VARIANTS if not sees_frames(name)])  # fmt: skip
 
 
 def plot_sft_losses(curves: dict[str, dict], png: Path) -> None:
@@ -216,8 +238,9 @@ def plot_sft_losses(curves: dict[str, dict], png: Path) -> None:
         axis.plot(*zip(*curve["train"]), color=colour, linewidth=1.5, label=f"{name}: train")
         axis.plot(*zip(*curve["held_out"]), "o--", color=colour, markersize=4, linewidth=1,
                   label=f"{name}: held-out rooms (end {curve['held_out_end']:.3f})")  # fmt: skip
-        axis.plot(*zip(*curve["held_out_other_scene"]), "x:", color=colour, markersize=5, linewidth=1,
-                  label=f"{name}: held-out, another room's video (end {curve['held_out_other_scene_end']:.3f})")  # fmt: skip
+        if curve["held_out_other_scene"]:
+            axis.plot(*zip(*curve["held_out_other_scene"]), "x:", color=colour, markersize=5, linewidth=1,
+                      label=f"{name}: held-out, another room's video (end {curve['held_out_other_scene_end']:.3f})")  # fmt: skip
     axis.set_xlabel("epoch")
     axis.set_ylabel("answer-token loss (nats)")
     axis.set_yscale("log")
@@ -225,8 +248,8 @@ def plot_sft_losses(curves: dict[str, dict], png: Path) -> None:
     axis.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title("SFT on SynthVSI-train: train (lines) vs SynthVSI-val conversations\n(dashed: own video; "
-                   "dotted: another room's video, the same questions)")
+    axis.set_title("SFT on SynthVSI-train: train (lines) vs SynthVSI-val conversations\n(dashed: own video, or none "
+                   "for the text-only LM; dotted: another room's video, the same questions)")
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)
@@ -238,7 +261,7 @@ def sft_section(curves: dict[str, dict]) -> str:
     lines = ["## Fine-tuning: train vs held-out answer loss", "",
              "Answer-token cross-entropy (nats) of the SFT runs: on SynthVSI-train, and on SynthVSI-val's conversations "
              "(held-out rooms) before and during training, with each question's own video and with another room's "
-             "(`sft_curves.png`).", "",
+             "(`sft_curves.png`); the text-only LM's without videos.", "",
              "| model | train, first → last logged | held-out, before → lowest (epoch) → end | end − lowest "
              "| held-out at the end, another room's video | another − own |",
              "|---|---|---|---:|---:|---:|"]  # fmt: skip
@@ -247,8 +270,9 @@ def sft_section(curves: dict[str, dict]) -> str:
         first, last = curve["train"][0][1], curve["train"][-1][1]
         epoch, lowest = curve["held_out_lowest"]
         start, end, other = curve["held_out_start"], curve["held_out_end"], curve["held_out_other_scene_end"]
+        swapped = "no video | -" if other is None else f"{other:.3f} | {other - end:+.4f}"
         lines.append(f"| {name} | {first:.3f} → {last:.3f} | {start:.3f} → {lowest:.3f} ({epoch:.1f}) → {end:.3f} "
-                     f"| {end - lowest:+.3f} | {other:.3f} | {other - end:+.4f} |")  # fmt: skip
+                     f"| {end - lowest:+.3f} | {swapped} |")  # fmt: skip
         if end > lowest * 1.02:
             notes.append(f"{name}: the held-out loss is lowest at epoch {epoch:.1f} and ends "
                          f"{100 * (end / lowest - 1):.0f} % above it: the later epochs fit the train answers, not what "
@@ -259,17 +283,16 @@ def sft_section(curves: dict[str, dict]) -> str:
         else:
             notes.append(f"{name}: the held-out loss is at its lowest at the end, still falling ({end:.3f}; train "
                          f"{last:.3f}).")  # fmt: skip
-        if abs(other - end) < 0.001:
+        if other is not None and abs(other - end) < 0.001:
             notes.append(f"{name}: another room's video leaves its held-out loss unchanged (within 0.001 nats): its "
                          f"answers' likelihood does not depend on what it sees.")  # fmt: skip
-        else:
+        elif other is not None:
             notes.append(f"{name}: another room's video {'raises' if other > end else 'lowers'} its held-out loss by "
                          f"{abs(other - end):.3f} nats per answer token ({100 * abs(other / end - 1):.1f} %)"
                          + (": its own room's video helps it." if other > end else
                             ": what it takes from its video does not carry over to new rooms."))  # fmt: skip
-    if len(curves) == 2:
-        (a, ca), (b, cb) = curves.items()
-        difference = ca["held_out_end"] - cb["held_out_end"]
+    for a, b in itertools.combinations(curves, 2):
+        difference = curves[a]["held_out_end"] - curves[b]["held_out_end"]
         notes.append(f"Held-out loss at the end, {a} − {b}: {difference:+.3f} nats per answer token (one training run "
                      f"each; `--vlm-seeds` measures the spread between training seeds).")  # fmt: skip
     return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
@@ -292,8 +315,9 @@ def room_size_readout(spa3r_dir: Path, data: Path, out: Path, settings: DemoSett
 
 
 def build_vlms(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, seed: int) -> dict[str, Path]:
-    """A small Qwen2.5-VL + the pretrained Spa3R → initial Spa3-VLM; the no-geometry twin differs only in its
-    processor (no Spa3R inputs, so the model runs as the base Qwen2.5-VL)."""
+    """A small Qwen2.5-VL + the pretrained Spa3R → initial Spa3-VLM; the no-geometry twin and the text-only LM differ
+    only in their processor (no Spa3R inputs, so the model runs as the base Qwen2.5-VL) and, the text-only LM, in
+    their data (no videos)."""
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessor
 
     from .modeling_spa3_vlm import Spa3VLMForConditionalGeneration
@@ -313,12 +337,12 @@ def build_vlms(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, s
     vlm.generation_config = qwen.generation_config
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=16 * 28 * 28, patch_size=14, merge_size=2)
     directories = {}
-    for name, (slug, use_geometry) in VARIANTS.items():
+    for name, (slug, inputs) in VARIANTS.items():
         directory = out / f"init-{slug}"
         processor = Spa3VLMProcessor(
             image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template,
             geometry_size=settings.width, num_frames=settings.eval_frames, min_frames=2, max_frames=8,
-            use_geometry=use_geometry,
+            use_geometry="geometry" in inputs,
         )  # fmt: skip
         vlm.save_pretrained(directory)
         processor.save_pretrained(directory)
@@ -338,6 +362,22 @@ def other_scene_conversations(data: Path) -> None:
     (data / HELD_OUT["other_scene"]).write_text(json.dumps(swapped, indent=1))
 
 
+def text_only_conversations(data: Path) -> None:
+    """SynthVSI-train's and -val's SFT conversations without their videos (record and placeholder) → TEXT_ONLY."""
+    for source, target in ((TRAIN_CONVERSATIONS, TEXT_ONLY["train"]), (HELD_OUT["own"], TEXT_ONLY["own"])):
+        records = json.loads((data / source).read_text())
+        for record in records:
+            del record["video"]
+            for turn in record["conversations"]:
+                turn["value"] = re.sub(r"<video>\n?", "", turn["value"])
+        (data / target).write_text(json.dumps(records, indent=1))
+
+
+def sees_frames(name: str) -> bool:
+    """Whether a variant is trained and asked with its questions' videos (the text-only LM is not)."""
+    return "frames" in VARIANTS[name][1]
+
+
 def sft_dir(out: Path, name: str) -> Path:
     """A variant's SFT output folder (its log is the same path + `.log`)."""
     return out / f"sft-{VARIANTS[name][0]}"
@@ -348,16 +388,18 @@ def evaluation_dirs(out: Path) -> dict[str, Path]:
     return {name: out / f"eval-{slug}" for name, (slug, _) in VARIANTS.items()}
 
 
-def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, seed: int, callbacks=None) -> Path:
-    """SFT on SynthVSI-train; the answer-token loss on SynthVSI-val's conversations, with each question's own video
-    and with another room's, is logged before training and SFT_EVALUATIONS times during it (`sft_curves.png`)."""
+def fine_tune(name: str, init_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, seed: int,
+              callbacks=None) -> Path:  # fmt: skip
+    """SFT of variant `name` on SynthVSI-train; the answer-token loss on SynthVSI-val's conversations, with each
+    question's own video and with another room's (the text-only LM: without videos), is logged before training and
+    SFT_EVALUATIONS times during it (`sft_curves.png`)."""
     from .training.sft import main as sft_main
 
+    train, held_out = (TRAIN_CONVERSATIONS, HELD_OUT) if sees_frames(name) else (TEXT_ONLY["train"], {"own": TEXT_ONLY["own"]})
     eval_steps = math.ceil(sft_steps(data, settings) / SFT_EVALUATIONS)  # the last evaluation is the final step's
     sft_main(
-        ["--preset", "spa3-vlm-sft-cpu", "--model_name_or_path", str(init_dir), "--train_file",
-         str(data / TRAIN_CONVERSATIONS),
-         "--eval_file", *[f"{name}={data / path}" for name, path in HELD_OUT.items()],
+        ["--preset", "spa3-vlm-sft-cpu", "--model_name_or_path", str(init_dir), "--train_file", str(data / train),
+         "--eval_file", *[f"{key}={data / path}" for key, path in held_out.items()],
          "--eval_strategy", "steps", "--eval_steps", str(eval_steps), "--eval_on_start", "true",
          "--per_device_eval_batch_size", "8", "--media_root", str(data), "--output_dir", str(output_dir),
          "--max_steps", "-1", "--num_train_epochs", str(settings.sft_epochs), "--per_device_train_batch_size",
@@ -371,9 +413,9 @@ def fine_tune(init_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     return output_dir
 
 
-def evaluate(model_dir: Path, data: Path, output_dir: Path, settings: DemoSettings, control: str | None = None) -> dict:
-    """SynthVSI-val with the VSI-Bench runner; `control` ("frames" or "geometry") gives each question that input
-    from another room's video instead of its own."""
+def evaluate(model_dir: Path, data: Path, output_dir: Path, num_frames: int, control: str | None = None) -> dict:
+    """SynthVSI-val with the VSI-Bench runner on `num_frames` frames per question (0: blind, the question alone);
+    `control` ("frames" or "geometry") gives each question that input from another room's video instead of its own."""
     import shutil
 
     from .eval_vsibench import main as eval_main
@@ -381,7 +423,7 @@ def evaluate(model_dir: Path, data: Path, output_dir: Path, settings: DemoSettin
     shutil.rmtree(output_dir, ignore_errors=True)  # answers of an earlier demo run's model (the model was retrained)
     eval_main(
         ["--model", str(model_dir), "--data", str(data / "synthvsi_val.jsonl"), "--video-root", str(data),
-         "--output-dir", str(output_dir), "--num-frames", str(settings.eval_frames), "--batch-size", "8",
+         "--output-dir", str(output_dir), "--num-frames", str(num_frames), "--batch-size", "8",
          "--no-progress", *([f"--{control}-from", "other-scene"] if control else [])]
     )  # fmt: skip
     return json.loads((output_dir / "results.json").read_text())
@@ -391,7 +433,7 @@ def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_d
                         controls: bool) -> dict:  # fmt: skip
     """One variant: SFT, then evaluation, and (with `controls`) again with another room's frames or Spa3R views, in a
     worker process on one CPU thread (these models are tiny: a second OpenMP thread makes each op slower, ~10x on a
-    busy machine, and the other variant runs on the other core)."""
+    busy machine, and another variant runs on the other core)."""
     from transformers import TrainerCallback
 
     class ReportSteps(TrainerCallback):
@@ -400,18 +442,19 @@ def _train_and_evaluate(name: str, init_dir: Path, data: Path, out: Path, eval_d
 
     run_dir = sft_dir(out, name)
     with one_thread(), open(f"{run_dir}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        tuned = fine_tune(init_dir, data, run_dir, settings, seed, callbacks=[ReportSteps()])
-        result = evaluate(tuned, data, eval_dir, settings)
+        tuned = fine_tune(name, init_dir, data, run_dir, settings, seed, callbacks=[ReportSteps()])
+        num_frames = settings.eval_frames if sees_frames(name) else 0
+        result = evaluate(tuned, data, eval_dir, num_frames)
         for control in controlled_inputs(name) if controls else []:
-            evaluate(tuned, data, control_dir(eval_dir, control), settings, control)
+            evaluate(tuned, data, control_dir(eval_dir, control), num_frames, control)
     queue.put((name, "done"))
     return result
 
 
 def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dirs: dict, settings, seed: int,
                                 controls: bool = True) -> dict:  # fmt: skip
-    """Both variants' SFT + evaluation (+ the input controls) at once, one process and one core each, with a progress
-    bar per run."""
+    """Every variant's SFT + evaluation (+ the input controls), two at a time, one process and one core each (the
+    third starts when a core is free), with a progress bar per run."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from queue import Empty
@@ -420,14 +463,17 @@ def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dir
 
     steps = sft_steps(data, settings)
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(len(VARIANTS), mp_context=context) as pool:
+    with context.Manager() as manager, ProcessPoolExecutor(PARALLEL_RUNS, mp_context=context) as pool:
         queue = manager.Queue()
         futures = {}
         for i, name in enumerate(VARIANTS, 1):
             control = f" (then again with another room's {' / '.join(controlled_inputs(name))}: the controls)"
+            sees = "" if sees_frames(name) else ", without videos"
+            later = ", once a core is free" if i > PARALLEL_RUNS else ""
             print(f"-- run {i}/{len(VARIANTS)}: {name}, training seed {seed}, {steps} SFT steps "
-                  f"({settings.sft_epochs:g} epochs), then SynthVSI-val{control if controls else ''}; log: "
-                  f"{sft_dir(out, name)}.log", flush=True)  # fmt: skip
+                  f"({settings.sft_epochs:g} epochs{sees}{later}), then SynthVSI-val"
+                  f"{control if controls and controlled_inputs(name) else ''}; log: {sft_dir(out, name)}.log",
+                  flush=True)  # fmt: skip
             futures[name] = pool.submit(_train_and_evaluate, name, init_dirs[name], data, out, eval_dirs[name],
                                         settings, seed, queue, controls)  # fmt: skip
         bars = {name: tqdm(total=steps, desc=f"SFT {i}/{len(VARIANTS)} {name}, seed {seed}", unit="step", position=i - 1)
@@ -453,7 +499,7 @@ def train_and_evaluate_variants(data: Path, init_dirs: dict, out: Path, eval_dir
 
 def controlled_inputs(name: str) -> list[str]:
     """The inputs a variant is evaluated again without (another room's instead): its frames, and its Spa3R views."""
-    return ["frames", "geometry"] if VARIANTS[name][1] else ["frames"]
+    return list(VARIANTS[name][1])
 
 
 def control_dir(eval_dir: Path, control: str) -> Path:
@@ -489,7 +535,7 @@ def val_priors(data: Path) -> tuple:
 
 
 def results_table(predictions: dict[str, list[dict]], priors: tuple, seed: int):
-    """The evidence-carrying table of both variants (modeling_spa3r/report.py) from their per-question predictions,
+    """The evidence-carrying table of every variant (modeling_spa3r/report.py) from their per-question predictions,
     with chance and the blind priors of `val_priors`."""
     from .report import build_report
 
@@ -504,13 +550,14 @@ def weak_result(table) -> bool:
     return collapsed or any(overall.prior is None or overall.intervals[m][0] <= overall.prior for m in table.models)
 
 
-def readout_section(readout, table) -> str:
-    """Markdown: the Room Size row's blind prior and VLM scores beside the Spa3R latent's linear readout of the same
-    questions, and what follows from them."""
+def readout_section(readout, table, vlms: Collection[str] | None = None) -> str:
+    """Markdown: the Room Size row's blind prior and model scores beside the Spa3R latent's linear readout of the same
+    questions, and what follows from them; `vlms`: the models that see the video (default: all)."""
     row = next(r for r in table.rows if r.key.startswith("room_size_estimation"))
     low = readout.interval[0]
-    vlms = ", ".join(f"{name} {100 * row.scores[name]:.1f}" for name in table.models)
-    readers = [name for name in table.models if row.intervals[name] and row.intervals[name][0] > row.prior]
+    scores = ", ".join(f"{name} {100 * row.scores[name]:.1f}" for name in table.models)
+    readers = [name for name in table.models if (vlms is None or name in vlms) and row.intervals[name]
+               and row.intervals[name][0] > row.prior]  # fmt: skip
     if low <= row.prior:
         verdict = ("At this scale the latent's linear readout does not beat the blind prior: the room size is not "
                    "(linearly) in the latent, so no VLM on top of it can be expected to answer better.")
@@ -523,7 +570,7 @@ def readout_section(readout, table) -> str:
     return (f"## Room Size from the Spa3R latent by a linear probe ({readout.n} questions)\n\n"
             f"A ridge probe of floor area on the pooled latent of the same number of spread frames, fitted on the "
             f"{readout.num_train} train rooms, scored with the VSI-Bench MRA (95 % bootstrap interval); random "
-            f"baselines: mean ± std over init seeds.\n\n{lines}\n- blind prior: {100 * row.prior:.1f}; the VLMs: {vlms}\n\n{verdict}\n")
+            f"baselines: mean ± std over init seeds.\n\n{lines}\n- blind prior: {100 * row.prior:.1f}; the models: {scores}\n\n{verdict}\n")
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -532,14 +579,14 @@ def seed_dir(out: Path, seed: int) -> Path:
 
 
 def train_seed(data: Path, spa3r_dir: Path, out: Path, settings: DemoSettings, seed: int) -> dict:
-    """Both VLMs again with training seed `seed` (initialisation and SFT order), on the same rooms and Spa3R, in
+    """Every variant again with training seed `seed` (initialisation and SFT order), on the same rooms and Spa3R, in
     `seed_dir`: their answers to SynthVSI-val and their SFT losses. No input controls."""
     folder = seed_dir(out, seed)
     init_dirs = build_vlms(data, spa3r_dir, folder, settings, seed)
     evaluations = evaluation_dirs(folder)
     train_and_evaluate_variants(data, init_dirs, folder, evaluations, settings, seed, controls=False)
     return {"predictions": {name: read_answers(path) for name, path in evaluations.items()},
-            "sft_losses": sft_losses({name: sft_dir(folder, name) for name in VARIANTS})}  # fmt: skip
+            "sft_losses": variant_sft_losses(folder)}
 
 
 def seeds_section(spread, held_out: dict[int, dict]) -> tuple[str, dict]:
@@ -548,11 +595,11 @@ def seeds_section(spread, held_out: dict[int, dict]) -> tuple[str, dict]:
     import numpy as np
 
     losses = {name: [held_out[s][name]["held_out_end"] for s in spread.seeds] for name in VARIANTS}
-    (a, la), (b, lb) = losses.items()
+    (a, la), (b, lb) = list(losses.items())[:2]
     difference = np.asarray(la) - np.asarray(lb)
-    line = (f"- Held-out answer loss at the end of SFT (nats), per seed: {a} {' / '.join(f'{v:.3f}' for v in la)}; "
-            f"{b} {' / '.join(f'{v:.3f}' for v in lb)}; {a} − {b} {difference.mean():+.4f} ± "
-            f"{difference.std(ddof=1):.4f}.")  # fmt: skip
+    per_seed = "; ".join(f"{name} {' / '.join(f'{v:.3f}' for v in values)}" for name, values in losses.items())
+    line = (f"- Held-out answer loss at the end of SFT (nats), per seed: {per_seed}; {a} − {b} "
+            f"{difference.mean():+.4f} ± {difference.std(ddof=1):.4f}.")  # fmt: skip
     return spread.markdown() + "\n" + line + "\n", {**spread.to_dict(), "held_out_loss_end": losses}
 
 
@@ -596,16 +643,16 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
         val_room = data / "scenes" / sorted(summary["splits"]["val"])[0]
         cosines = plot_feature_fields(spa3r_dir, val_room, settings, out / "feature_fields.png")
         readout = room_size_readout(spa3r_dir, data, out, settings, seed)
-    with watch.stage("3/5 small Spa3-VLM and its no-geometry twin"):
+    with watch.stage("3/5 small Spa3-VLM, its no-geometry twin and the text-only LM"):
         init_dirs = build_vlms(data, spa3r_dir, out, settings, seed)
     evaluations = evaluation_dirs(out)
-    with watch.stage("4/5 SFT on SynthVSI-train and 5/5 SynthVSI-val evaluation, both variants in parallel"):
+    with watch.stage("4/5 SFT on SynthVSI-train and 5/5 SynthVSI-val evaluation, three models, two at a time"):
         results = train_and_evaluate_variants(data, init_dirs, out, evaluations, settings, seed)
     extra_seeds = list(range(seed + 1, seed + settings.vlm_seeds))
     if extra_seeds:
         with watch.stage(f"4-5 again with training seeds {', '.join(map(str, extra_seeds))} (no controls)"):
             seed_runs = {s: train_seed(data, spa3r_dir, out, settings, s) for s in extra_seeds}
-    sft_curves = sft_losses({name: sft_dir(out, name) for name in VARIANTS})
+    sft_curves = variant_sft_losses(out)
     plot_sft_losses(sft_curves, out / "sft_curves.png")
     predictions = {name: read_answers(path) for name, path in evaluations.items()}
     priors = val_priors(data)
@@ -620,7 +667,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     controls = input_controls(predictions, evaluations, seed)
     sections = [sft_section(sft_curves), controls_markdown(controls)] + ([spread[0]] if spread else [])
     if readout is not None:
-        sections.append(readout_section(readout, table))
+        sections.append(readout_section(readout, table, vlms=[name for name in VARIANTS if sees_frames(name)]))
     with open(out / "results.md", "a") as results_md:
         results_md.writelines("\n" + section for section in sections)
     report = {

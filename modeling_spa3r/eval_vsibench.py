@@ -387,7 +387,8 @@ def generate_answers(
         for f, p in zip(frames, prompts)
     ]
     processor.tokenizer.padding_side = "left"
-    inputs = processor(images=[image for sample in frames for image in sample], text=texts, padding=True, return_tensors="pt")
+    images = [image for sample in frames for image in sample]
+    inputs = processor(images=images or None, text=texts, padding=True, return_tensors="pt")
     if geometry_frames is not None:
         for index, (own, other) in enumerate(zip(frames, geometry_frames)):
             if len(own) != len(other):
@@ -476,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video-root", help="folder holding arkitscenes/, scannet/, scannetpp/ (default: the data folder if "
                         "the videos are extracted there, else lmms-eval's $HF_HOME/vsibench, where the zips are extracted)")
     parser.add_argument("--output-dir", required=True, help="predictions, results.json and results.png go here")
-    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled uniformly per video (paper: 32)")
+    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled uniformly per video (paper: 32); 0: "
+                        "blind, the question text alone (VSI-Bench's vision-disabled baseline; needs no videos)")
     parser.add_argument("--batch-size", type=int, default=1, help="questions per generate() call")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="official: 16")
     parser.add_argument("--limit", type=int, help="only the first N selected questions")
@@ -543,13 +545,18 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
 
         # Without an accelerator, accelerate only detects a multi-process launch in CPU mode (gloo).
         state = PartialState(cpu=not torch.cuda.is_available())
-    if args.num_frames < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
-        raise ValueError("--num-frames, --batch-size and --max-new-tokens must be >= 1")
+    if args.num_frames < 0 or args.batch_size < 1 or args.max_new_tokens < 1:
+        raise ValueError("--num-frames must be >= 0 (0: blind), --batch-size and --max-new-tokens >= 1")
+    blind = args.num_frames == 0
+    if blind and "other-scene" in (args.frames_from, args.geometry_from):
+        raise ValueError("--frames-from/--geometry-from other-scene are controls of what a model sees; with "
+                         "--num-frames 0 (blind) it sees nothing")
     output_dir = Path(args.output_dir)
     question_types = [t.strip() for t in args.question_types.split(",") if t.strip()] if args.question_types else None
 
     questions = select_questions(load_questions(args.data, debiased=args.debiased), question_types, args.limit)
-    video_root = vsibench_data.resolve_video_root(args.data, args.video_root, questions, state.is_main_process)
+    video_root = None if blind else vsibench_data.resolve_video_root(args.data, args.video_root, questions,
+                                                                     state.is_main_process)  # fmt: skip
     config = {
         "model": str(args.model),
         "weights": weights_digest(args.model),
@@ -571,7 +578,7 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     check_answered(answered, questions, output_dir)
     state.wait_for_everyone()  # every rank sees the same answered set before anyone writes
     todo = [q for q in questions if q["id"] not in answered]
-    for question in todo:  # fail now, not hours later
+    for question in [] if blind else todo:  # fail now, not hours later
         visual_path(question, video_root)
     swapped = {name: getattr(args, f"{name}_from") == "other-scene" for name in ("frames", "geometry")}
     donors = other_scene_videos(questions, video_root) if any(swapped.values()) else None
@@ -593,6 +600,8 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
 
         def load(batch):
             """Per question: the frames the model sees, and the frames for its Spa3R views when they differ."""
+            if blind:
+                return [([], None) for _ in batch]
             own = [visual_path(q, video_root) for q in batch]
             if donors is None:
                 return [(load_frames(path, args.num_frames), None) for path in own]
@@ -659,7 +668,8 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     summary = summarize(records)
     summary["config"] = config
     subset = "VSI-Bench-Debiased" if args.debiased else "VSI-Bench"
-    title = f"{subset} | {Path(str(args.model)).name} | {args.num_frames} frames | {summary['num_questions']} questions"
+    seen = f"{args.num_frames} frames" if args.num_frames else "blind (no frames)"
+    title = f"{subset} | {Path(str(args.model)).name} | {seen} | {summary['num_questions']} questions"
     for name in ("frames", "geometry"):
         if getattr(args, f"{name}_from") != "own":
             title += f" | {name} from: {getattr(args, f'{name}_from')} (control)"

@@ -15,6 +15,7 @@ Spa3R views against another scene's (`spa3r eval --frames-from/--geometry-from o
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -268,8 +269,7 @@ def _caption(rows: list[TaskRow], models: list[str], threshold: float) -> str:
         if collapsed:
             sentence += f"; COLLAPSED (one answer > {100 * threshold:.0f} %) on {', '.join(collapsed)}"
         sentences.append(sentence + ".")
-    if len(models) == 2:
-        a, b = models
+    for a, b in itertools.combinations(models, 2):
         better = [r.name for r in tasks if r.intervals[a][0] > r.intervals[b][1]]
         worse = [r.name for r in tasks if r.intervals[a][1] < r.intervals[b][0]]
         sentences.append(f"{a} vs {b}: intervals separate in favour of {a} on "
@@ -393,19 +393,21 @@ class SeedSpread:
 
     def markdown(self) -> str:
         a, b = self.models[:2]
+        head = ["task", "n", "blind prior", *self.models, f"{a} − {b}, per seed", "mean ± std",
+                *(f"{m} beats prior" for m in self.models)]  # fmt: skip
         lines = [f"## Across training seeds ({len(self.seeds)} seeds: {', '.join(map(str, self.seeds))})", "",
-                 f"Both VLMs trained again for each seed (a new initialisation and SFT order) on the same rooms, "
+                 f"Every model trained again for each seed (a new initialisation and SFT order) on the same rooms, "
                  f"Spa3R and questions; the table above is seed {self.seeds[0]}. Mean ± standard deviation over "
                  f"seeds (n − 1); `beats prior`: seeds at which the model's 95 % interval clears the blind prior.", "",
-                 f"| task | n | blind prior | {a} | {b} | {a} − {b}, per seed | mean ± std | {a} beats prior "
-                 f"| {b} beats prior |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]  # fmt: skip
+                 "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(self.models) + 2) + "---|" +
+                 "---:|" * (len(self.models) + 1)]  # fmt: skip
         for row in self.rows:
             source = row.get("prior_source")
             cells = [row["task"], str(row["n"]), _pct(row["prior"]) + (f" ({source})" if source else "")]
-            cells += [_mean_std(100 * np.asarray(row["scores"][m], dtype=float)) for m in (a, b)]
+            cells += [_mean_std(100 * np.asarray(row["scores"][m], dtype=float)) for m in self.models]
             difference = self.difference(row)
             cells += [" / ".join(f"{d:+.1f}" for d in difference), _mean_std(difference, signed=True)]
-            cells += [f"{row['beats_prior'][m]}/{len(self.seeds)}" for m in (a, b)]
+            cells += [f"{row['beats_prior'][m]}/{len(self.seeds)}" for m in self.models]
             lines.append("| " + " | ".join(cells) + " |")
         overall = self.rows[-1]
         difference = self.difference(overall)

@@ -26,7 +26,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     for result in report["results"].values():  # tasks present depend on the tiny split; overall always
         assert "overall" in result["results"] and set(result["results"]) - {"overall", "micro_average"}
     table = (tmp_path / "results.md").read_text()
-    assert "| task | n | chance | blind prior | Spa3-VLM [95 % CI] | VLM without geometry [95 % CI] |" in table
+    assert ("| task | n | chance | blind prior | Spa3-VLM [95 % CI] | VLM without geometry [95 % CI] | text-only LM "
+            "[95 % CI] |") in table
     assert "| overall (macro mean of " in table and "top answer share" in table
     assert (tmp_path / "results.png").stat().st_size > 0
     rows = {row["key"]: row for row in report["table"]["rows"]}
@@ -54,7 +55,10 @@ def test_demo_end_to_end(tmp_path, capsys):
         history = json.loads((tmp_path / f"sft-{VARIANTS[name][0]}" / "trainer_state.json").read_text())["log_history"]
         assert sft["held_out"] == [[e["epoch"], e["eval_own_loss"]] for e in history if "eval_own_loss" in e]
         assert sft["held_out"][0][0] == 0 and len(sft["held_out"]) >= 2 and sft["train"]
-        assert [p[0] for p in sft["held_out_other_scene"]] == [p[0] for p in sft["held_out"]]
+        if name == "text-only LM":  # no video, so no other room's either
+            assert sft["held_out_other_scene"] is None and "eval_other_scene_loss" not in str(history)
+        else:
+            assert [p[0] for p in sft["held_out_other_scene"]] == [p[0] for p in sft["held_out"]]
     own, other = (json.loads((tmp_path / "data" / "sft" / f"synthvsi_val_sft{suffix}.json").read_text())
                   for suffix in ("", "_other_scene"))  # fmt: skip
     assert [r["conversations"] for r in own] == [r["conversations"] for r in other]  # the same questions and answers
@@ -62,9 +66,17 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "## Fine-tuning: train vs held-out answer loss" in table and "another − own" in table
     curves = report["pretraining_loss_first_last"]  # train and held-out-room curves of the PSFM stage
     assert {"representation_loss", "probe_loss", "eval_representation_loss", "eval_probe_loss"} <= set(curves)
-    # the no-geometry twin never sees Spa3R inputs
-    processor = json.loads((tmp_path / "sft-no-geometry" / "processor_config.json").read_text())
-    assert processor["use_geometry"] is False
+    # the no-geometry twin never sees Spa3R inputs; the text-only LM sees no video: not in training, not when asked
+    for slug in ("no-geometry", "text-only"):
+        assert json.loads((tmp_path / f"sft-{slug}" / "processor_config.json").read_text())["use_geometry"] is False
+    text_only = json.loads((tmp_path / "data" / "sft" / "synthvsi_train_sft_text_only.json").read_text())
+    with_videos = json.loads((tmp_path / "data" / "sft" / "synthvsi_train_sft.json").read_text())
+    assert len(text_only) == len(with_videos) and not any("video" in r for r in text_only)
+    assert [r["conversations"][1:] for r in text_only] == [r["conversations"][1:] for r in with_videos]
+    assert [r["conversations"][0]["value"] for r in text_only] == [
+        r["conversations"][0]["value"].replace("<video>\n", "") for r in with_videos]
+    blind = [json.loads(line) for line in (tmp_path / "eval-text-only" / "predictions.jsonl").read_text().splitlines()]
+    assert len(blind) == counts["Spa3-VLM"] and all(r["num_frames"] == 0 for r in blind)
     _second_training_seed(tmp_path, report, table)
     _other_tools_load_the_outputs(tmp_path, capsys)
 
@@ -112,22 +124,23 @@ def _other_tools_load_the_outputs(out, capsys):
 
 
 @pytest.mark.parametrize(
-    "latent, intervals, verdict",
-    [((0.30, 0.40), {"a": (0.2, 0.3), "b": (0.1, 0.3)}, "does not beat the blind prior"),
-     ((0.40, 0.50), {"a": (0.2, 0.3), "b": (0.1, 0.3)}, "neither VLM reads it out"),
-     ((0.40, 0.50), {"a": (0.36, 0.5), "b": (0.1, 0.3)}, "and a beats the blind prior on it")],
+    "latent, intervals, verdict, vlms",
+    [((0.30, 0.40), {"a": (0.2, 0.3), "b": (0.1, 0.3)}, "does not beat the blind prior", None),
+     ((0.40, 0.50), {"a": (0.2, 0.3), "b": (0.1, 0.3)}, "neither VLM reads it out", None),
+     ((0.40, 0.50), {"a": (0.36, 0.5), "b": (0.1, 0.3)}, "and a beats the blind prior on it", None),
+     ((0.40, 0.50), {"a": (0.36, 0.5), "b": (0.1, 0.3)}, "neither VLM reads it out", ["b"])],  # a: not a VLM
 )  # fmt: skip
-def test_readout_section_says_where_room_size_is_lost(latent, intervals, verdict):
+def test_readout_section_says_where_room_size_is_lost(latent, intervals, verdict, vlms):
     from modeling_spa3r.probe import RoomSizeReadout
     from modeling_spa3r.report import ResultsReport, TaskRow
 
     row = TaskRow("room_size_estimation_MRA:.5:.95:.05", "Room Size", 18, 0.25, 0.35, {"a": 0.25, "b": 0.2}, intervals)
     table = ResultsReport([row], ["a", "b"], "", 1000, 0, 0.8)
     scores = {"checkpoint": sum(latent) / 2, "random init (seed 0)": 0.3, "random init (seed 1)": 0.32, "thumbnails": 0.3}
-    section = demo.readout_section(RoomSizeReadout(18, 75, scores, latent), table)
+    section = demo.readout_section(RoomSizeReadout(18, 75, scores, latent), table, vlms)
     assert verdict in section and "fitted on the 75 train rooms" in section
     assert f"checkpoint: {100 * sum(latent) / 2:.1f} [{100 * latent[0]:.1f}, {100 * latent[1]:.1f}]" in section
-    assert "random init: 31.0 ± 1.0 (2 seeds)" in section and "blind prior: 35.0; the VLMs: a 25.0, b 20.0" in section
+    assert "random init: 31.0 ± 1.0 (2 seeds)" in section and "blind prior: 35.0; the models: a 25.0, b 20.0" in section
 
 
 def _trainer_state(folder: Path, train: list, held_out: list, other_scene: list | None = None) -> Path:
@@ -160,8 +173,17 @@ def test_sft_losses_and_section(tmp_path):
     assert "c: another room's video lowers its held-out loss by 0.016 nats per answer token (1.0 %)" in section
     assert "b: the held-out loss is at its lowest at the end, still falling (1.600; train 1.200)." in section
     assert "c: the held-out loss ends within 2 % of its lowest (epoch 0.5): flat at the end (1.620; train 1.100)." in section
-    assert "a − b" not in section  # the difference line is for the demo's two variants
-    assert "Held-out loss at the end, a − b: +0.200 nats per answer token" in demo.sft_section({k: curves[k] for k in "ab"})
+    for pair, difference in (("a − b", "+0.200"), ("a − c", "+0.180"), ("b − c", "-0.020")):  # every pair, in order
+        assert f"Held-out loss at the end, {pair}: {difference} nats per answer token" in section
+    # a run without videos (the text-only LM) has no held-out set with another room's video
+    runs["t"] = _trainer_state(tmp_path / "t", [[1.0, 1.3]], [[0, 6.0], [1.0, 1.7]], other_scene=[])
+    curves = demo.sft_losses(runs, without_video=["t"])
+    assert curves["t"]["held_out_other_scene"] is None and curves["t"]["held_out_other_scene_end"] is None
+    section = demo.sft_section(curves)
+    assert "| t | 1.300 → 1.300 | 6.000 → 1.700 (1.0) → 1.700 | +0.000 | no video | - |" in section
+    assert "t: another room's video" not in section and "Held-out loss at the end, a − t: +0.100" in section
+    with pytest.raises(ValueError, match=r"t/trainer_state.json: no eval_other_scene_loss logged"):
+        demo.sft_losses({"t": tmp_path / "t"})  # a run with videos must log it
     demo.plot_sft_losses(curves, tmp_path / "sft.png")
     assert (tmp_path / "sft.png").stat().st_size > 0
     _trainer_state(tmp_path / "d", [[1.0, 1.0]], [])

@@ -188,3 +188,24 @@ def test_across_seeds_spread_difference_and_verdict():
     other = build_report({"geo": _scored([1, 1], [1, 1]), "plain": _scored([1, 1], [1, 1])}, PRIORS, resamples=500)
     with pytest.raises(ValueError, match="seed 5's table has other models or questions than seed 0's"):
         across_seeds({0: reports[0], 5: other})
+
+
+def test_three_models_are_compared_pairwise_and_spread_over_seeds():
+    """The demo's third model (the text-only LM): the caption compares every pair, the seeds table shows every model."""
+    blind = _records([("2", 1.0), ("2", 1.0), ("2", 1.0), ("2", 1.0)], [("A", 0.0), ("A", 0.0)])
+    report = build_report({"geo": COLLAPSING, "plain": VARIED, "text": blind}, PRIORS, resamples=500, seed=0)
+    caption = report.caption
+    for first, second in (("geo", "plain"), ("geo", "text"), ("plain", "text")):
+        assert f"{first} vs {second}: intervals separate in favour of {first} on " in caption
+    # route: geo [1, 1] against text [0, 0]; counting: geo's interval reaches text's 1.0, so no separation
+    assert "geo vs text: intervals separate in favour of geo on Route Plan, in favour of text on no task" in caption
+    assert "| plain [95 % CI] | text [95 % CI] | geo: top answer share |" in report.markdown()
+    reports = {seed: build_report({"geo": _scored(gc, [1, 1]), "plain": _scored(pc, [0, 1]), "text": _scored(tc, [0, 0])},
+                                  PRIORS, resamples=500, seed=0)
+               for seed, (gc, pc, tc) in {0: ([1, 1, 1, 0], [1, 0, 0, 0], [0] * 4),
+                                          1: ([1, 1, 0, 0], [1, 1, 0, 0], [1] * 4)}.items()}  # fmt: skip
+    text = across_seeds(reports).markdown()
+    assert ("| task | n | blind prior | geo | plain | text | geo − plain, per seed | mean ± std | geo beats prior "
+            "| plain beats prior | text beats prior |") in text
+    assert "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|" in text
+    assert "| Obj. Count | 4 | 30.0 | 62.5 ± 17.7 | 37.5 ± 17.7 | 50.0 ± 70.7 | +50.0 / +0.0 | +25.0 ± 35.4 |" in text

@@ -366,3 +366,43 @@ def test_answers_written_before_the_controls_existed_still_resume(tmp_path, monk
     config_file.write_text(json.dumps(config))
     _, calls = _run_counting(monkeypatch, model, processor, _args(tiny_qwen_dir, vsi_fixture_dir, tmp_path / "out", "--limit", "3"))
     assert calls["generate"] == 0
+
+
+def test_blind_evaluation_gives_the_question_text_alone_and_needs_no_videos(tmp_path, monkeypatch, vsi_fixture_dir):
+    """--num-frames 0: VSI-Bench's vision-disabled baseline; a Spa3-VLM gets neither frames nor Spa3R views."""
+    import shutil
+
+    from tests.fixtures_vlm import build_spa3_vlm_processor, build_tiny_spa3_vlm
+
+    processor = build_spa3_vlm_processor()
+    build_tiny_spa3_vlm(processor.tokenizer).save_pretrained(tmp_path / "spa3")
+    processor.save_pretrained(tmp_path / "spa3")
+    model, processor = runner.load_model_and_processor(str(tmp_path / "spa3"))
+    questions_only = tmp_path / "questions"  # the question file without a single video beside it
+    questions_only.mkdir()
+    for path in vsi_fixture_dir.iterdir():
+        if path.is_file() and path.suffix in (".jsonl", ".json", ".parquet"):
+            shutil.copy(path, questions_only / path.name)
+    seen = []
+    original = type(model).generate
+
+    def recording_generate(self, *a, **kw):
+        seen.append(kw)
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(type(model), "generate", recording_generate)
+    args = _args(tmp_path / "spa3", questions_only, tmp_path / "blind", "--num-frames", "0", "--batch-size", "4")
+    summary = runner.run(args, model=model, processor=processor, state=PartialState())
+    assert summary["num_questions"] == 10 and summary["config"]["num_frames"] == 0
+    assert "blind (no frames)" in summary["table"]
+    assert seen and all(not {"pixel_values", "geometry_pixel_values"} & set(kw) for kw in seen)
+    image_pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert all(int((kw["input_ids"] == image_pad).sum()) == 0 for kw in seen)
+    records = _lines(tmp_path / "blind" / "predictions.jsonl")
+    assert len(records) == 10 and all(r["num_frames"] == 0 for r in records)
+    with pytest.raises(ValueError, match="with --num-frames 0 \\(blind\\) it sees nothing"):
+        runner.run(_args(tmp_path / "spa3", questions_only, tmp_path / "x", "--num-frames", "0", "--frames-from",
+                         "other-scene"), model=model, processor=processor, state=PartialState())  # fmt: skip
+    with pytest.raises(ValueError, match="--num-frames must be >= 0"):
+        runner.run(_args(tmp_path / "spa3", questions_only, tmp_path / "y", "--num-frames", "-1"),
+                   model=model, processor=processor, state=PartialState())  # fmt: skip

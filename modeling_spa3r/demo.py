@@ -248,8 +248,8 @@ def plot_sft_losses(curves: dict[str, dict], png: Path) -> None:
     axis.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title("SFT on SynthVSI-train: train (lines) vs SynthVSI-val conversations\n(dashed: own video, or none "
-                   "for the text-only LM; dotted: another room's video, the same questions)")
+    axis.set_title("SFT on SynthVSI-train: train (lines) vs SynthVSI-val conversations\n(dashed: own video, none for "
+                   "the text-only LM; dotted: another room's video)")
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)
@@ -550,6 +550,10 @@ def weak_result(table) -> bool:
     return collapsed or any(overall.prior is None or overall.intervals[m][0] <= overall.prior for m in table.models)
 
 
+def _points(fraction: float | None) -> str:
+    return "none" if fraction is None else f"{100 * fraction:.1f}"
+
+
 def readout_section(readout, table, vlms: Collection[str] | None = None) -> str:
     """Markdown: the Room Size row's blind prior and model scores beside the Spa3R latent's linear readout of the same
     questions, and what follows from them; `vlms`: the models that see the video (default: all)."""
@@ -687,11 +691,14 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     for section in sections:
         print(f"\n{section}")
     if weak_result(table):
-        print("\nTHE RESULT IS WEAK: at least one variant collapses or does not beat the blind prior overall (see the "
-              "caption above). Measured at this scale (README, 'What the demo shows'): the small language models, "
-              "trained from scratch, learn little beyond the most frequent answers even from the question text alone, "
-              "and greedy digit-by-digit decoding cuts or shifts their numbers; the sections above say whether "
-              "the VLMs use their frames and geometry at all and whether the Spa3R latent holds an answer the VLMs "
+        overall = table.rows[-1]
+        scores = ", ".join(f"{name} {100 * overall.scores[name]:.1f}" for name in table.models)
+        print(f"\nTHE RESULT IS WEAK: at least one variant collapses or does not beat the blind prior overall (see the "
+              f"caption above). Overall: {scores}; blind prior {_points(overall.prior)}. Measured at this scale "
+              "(README, 'What the demo shows'): the small language models, trained from scratch, learn little beyond "
+              "the most frequent answers even from the question text alone (the text-only LM is the same training "
+              "without videos), and greedy digit-by-digit decoding cuts or shifts their numbers; the sections above "
+              "say whether the VLMs use their frames and geometry at all and whether the Spa3R latent holds an answer the VLMs "
               "fail to read. A stronger check: --scenes, --pretrain-steps, --sft-epochs; the spread between "
               "training runs: --vlm-seeds (see --help).")
     print(f"\nPSFM representation loss, train {losses['representation_loss'][0]:.3f} → {losses['representation_loss'][1]:.3f}"

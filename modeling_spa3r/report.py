@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,9 @@ class ResultsReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        figure, axis = plt.subplots(figsize=(12, 5.2), dpi=120)
+        caption = textwrap.wrap(self.caption, 230)  # about the figure's width at 7 pt
+        caption_height = 0.2 + 0.13 * len(caption)  # inches
+        figure, axis = plt.subplots(figsize=(12, 4.6 + caption_height), dpi=120)
         width = 0.8 / max(1, len(self.models))
         colours = ["#c44e52", "#4c72b0", "#55a868", "#8172b2"]
         labelled = set()  # legend entries drawn once
@@ -128,8 +131,8 @@ class ResultsReport:
         axis.set_ylabel("score ×100 (MRA or accuracy), 95 % bootstrap CI")
         axis.legend(fontsize=7, loc="upper center", ncol=3)
         axis.set_title(title, fontsize=10)
-        figure.text(0.01, 0.01, self.caption, fontsize=7, wrap=True, va="bottom")
-        figure.tight_layout(rect=(0, 0.12, 1, 1))
+        figure.text(0.01, 0.01, "\n".join(caption), fontsize=7, va="bottom")
+        figure.tight_layout(rect=(0, caption_height / figure.get_figheight(), 1, 1))
         figure.savefig(path)
         plt.close(figure)
 

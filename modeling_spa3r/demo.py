@@ -725,7 +725,8 @@ def main(argv=None) -> int:
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
     parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 504 s, --quick 93 s "
                      "(116-132 s on a slower day); on a faster 2-core machine (2026-12-07) the default 327-333 s, "
-                     "--quick 58 s; "
+                     "--quick 58 s; with the text-only LM (a third SFT run, while Spa3-VLM's finishes) on another "
+                     "such machine the default 381 s (388 s before it) and --quick 68 s; "
                      "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls "
                      "(three more evaluation passes, about 25 s each at the default size) and the SFT held-out loss "
                      "(ten passes over SynthVSI-val's conversations, 5-10 s each at the default size); --vlm-seeds 3 "
@@ -734,14 +735,14 @@ def main(argv=None) -> int:
     scale = parser.add_argument_group(
         "scaling up (for a stronger check than the default; each overrides the default or --quick value)",
         "Cost: stage 1 and the SFT/eval stages grow linearly with --scenes (SFT questions scale with rooms); "
-        "stage 2 linearly with --pretrain-steps; stage 4 linearly with --sft-epochs (two runs); stage 5 linearly "
+        "stage 2 linearly with --pretrain-steps; stage 4 linearly with --sft-epochs (three runs, two at a time); stage 5 linearly "
         "with --eval-frames. The end of every run prints the measured seconds per stage to extrapolate from.",
     )  # fmt: skip
     scale.add_argument("--scenes", type=int, help=f"synthetic rooms, 3/4 train, 1/4 validation (default "
                        f"{DemoSettings.scenes}, --quick {QUICK.scenes})")  # fmt: skip
     scale.add_argument("--pretrain-steps", type=int, help=f"PSFM steps (default {DemoSettings.pretrain_steps})")
-    scale.add_argument("--sft-epochs", type=float, help=f"SFT epochs per VLM (default {DemoSettings.sft_epochs:g})")
-    scale.add_argument("--vlm-seeds", type=int, help="train and evaluate both VLMs this many times, with training "
+    scale.add_argument("--sft-epochs", type=float, help=f"SFT epochs per model (default {DemoSettings.sft_epochs:g})")
+    scale.add_argument("--vlm-seeds", type=int, help="train and evaluate the three models this many times, with training "
                        "seeds --seed, --seed + 1, ... (same rooms, Spa3R and questions), and report each task's mean ± "
                        "std over seeds and the Spa3-VLM − no-geometry difference per seed (default 1). Cost: each "
                        "extra seed repeats stages 3-5 without the input controls")  # fmt: skip

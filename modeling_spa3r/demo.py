@@ -723,14 +723,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
-    parser.epilog = ("Measured on 2 otherwise idle CPU cores: the default run 504 s, --quick 93 s "
-                     "(116-132 s on a slower day); on a faster 2-core machine (2026-12-07) the default 327-333 s, "
-                     "--quick 58 s; with the text-only LM (a third SFT run, while Spa3-VLM's finishes) on another "
-                     "such machine the default 381 s (388 s before it) and --quick 68 s; "
-                     "--scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s, measured before the controls "
-                     "(three more evaluation passes, about 25 s each at the default size) and the SFT held-out loss "
-                     "(ten passes over SynthVSI-val's conversations, 5-10 s each at the default size); --vlm-seeds 3 "
-                     "1412 s (each extra seed 421 s); the end of every run prints its own seconds per stage.")  # fmt: skip
+    parser.epilog = ("Measured on 2 otherwise idle CPU cores. A first machine: the default run 504 s, --quick 93 s "
+                     "(116-132 s on a slower day), --vlm-seeds 3 1412 s (each extra seed 421 s), --scenes 300 "
+                     "--pretrain-steps 1200 --sft-epochs 8 1759 s (before the controls, three more evaluation passes "
+                     "of about 25 s each at the default size, and the SFT held-out loss, ten passes over "
+                     "SynthVSI-val's conversations of 5-10 s each). Faster AMD EPYC machines (2026-12-07): the "
+                     "default 327-333 s and --quick 58 s; with the text-only LM (a third SFT run, while Spa3-VLM's "
+                     "finishes) the default 381 s (388 s before it on the same machine), --quick 68 s, --vlm-seeds 3 "
+                     "970 s (each extra seed 285 s). The end of every run prints its own seconds per stage.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(
         "scaling up (for a stronger check than the default; each overrides the default or --quick value)",

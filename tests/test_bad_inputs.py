@@ -505,8 +505,8 @@ CLI_CASES = {
     "convert-vlm-missing-input": (["convert", "vlm", "--input", "{tmp}/Spa3-VLM", "--output", "{tmp}/o"], ["not found: {tmp}/Spa3-VLM"]),
     "pretrain-missing-teachers": (["pretrain", "--teachers_path", "{tmp}/teachers", "--train_data", "synthetic:{tmp}"],
                                   ["not found: {tmp}/teachers"]),
-    "eval-zero-frames": (["eval", "--model", "{tmp}", "--data", "{tmp}", "--output-dir", "{tmp}/o", "--num-frames", "0"],
-                         ["--num-frames", "must be >= 1"]),
+    "eval-negative-frames": (["eval", "--model", "{tmp}", "--data", "{tmp}", "--output-dir", "{tmp}/o", "--num-frames",
+                              "-1"], ["--num-frames must be >= 0 (0: blind)"]),  # fmt: skip
     "pretrain-unknown-preset": (["pretrain", "--preset", "no-such-preset"], ["preset 'no-such-preset'"]),
     "sft-missing-train-file": (["sft", "--model_name_or_path", "{tmp}", "--train_file", "{tmp}/train.json"], ["not found: {tmp}/train.json"]),
     "sft-missing-model": (["sft", "--model_name_or_path", "{tmp}/a/b/vlm", "--train_file", "{tmp}/t.json"], ["not found: {tmp}/a/b/vlm"]),

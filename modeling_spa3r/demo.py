@@ -698,9 +698,9 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
               "(README, 'What the demo shows'): the small language models, trained from scratch, learn little beyond "
               "the most frequent answers even from the question text alone (the text-only LM is the same training "
               "without videos), and greedy digit-by-digit decoding cuts or shifts their numbers; the sections above "
-              "say whether the VLMs use their frames and geometry at all and whether the Spa3R latent holds an answer the VLMs "
-              "fail to read. A stronger check: --scenes, --pretrain-steps, --sft-epochs; the spread between "
-              "training runs: --vlm-seeds (see --help).")
+              "say whether the VLMs use their frames and geometry at all and whether the Spa3R latent holds an "
+              "answer the VLMs fail to read. A stronger check: --scenes, --pretrain-steps, --sft-epochs; the spread "
+              "between training runs: --vlm-seeds (see --help).")
     print(f"\nPSFM representation loss, train {losses['representation_loss'][0]:.3f} → {losses['representation_loss'][1]:.3f}"
           f", held-out rooms {losses['eval_representation_loss'][0]:.3f} → {losses['eval_representation_loss'][1]:.3f}; "
           f"held-out field cosine {cosines}")

@@ -578,8 +578,9 @@ def run(args: argparse.Namespace, model=None, processor=None, state=None) -> dic
     check_answered(answered, questions, output_dir)
     state.wait_for_everyone()  # every rank sees the same answered set before anyone writes
     todo = [q for q in questions if q["id"] not in answered]
-    for question in [] if blind else todo:  # fail now, not hours later
-        visual_path(question, video_root)
+    if not blind:  # fail now on a missing video, not hours later
+        for question in todo:
+            visual_path(question, video_root)
     swapped = {name: getattr(args, f"{name}_from") == "other-scene" for name in ("frames", "geometry")}
     donors = other_scene_videos(questions, video_root) if any(swapped.values()) else None
     shard = todo[state.process_index :: state.num_processes]

@@ -50,6 +50,7 @@ class Frame:
     instance: np.ndarray  # (H, W) uint16, 0 = structure
     semantic: np.ndarray  # (H, W) uint8
     normal: np.ndarray  # (H, W, 3) float32, camera frame
+    wall: np.ndarray  # (H, W) int8, the wall a pixel shows (WALL_SIDES order), -1 elsewhere
 
 
 def pack_scene(scene: Scene) -> PackedScene:
@@ -260,6 +261,8 @@ def _shade(albedo: np.ndarray, normal_w: np.ndarray, d: np.ndarray, depth: np.nd
     return np.round(np.clip(albedo * light[:, None], 0.0, 1.0) * 255).astype(np.uint8)
 
 
+#: the room's walls in `Frame.wall` and `scene.json`'s "walls" (the room spans [0, width] x [0, depth])
+WALL_SIDES = ("x=0", "x=width", "y=0", "y=depth")
 _ROOM_NORMALS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1.0]])
 
 
@@ -271,6 +274,7 @@ def render(packed: PackedScene, k: np.ndarray, cam_to_world: np.ndarray, width: 
     instance = np.zeros(len(d), dtype=np.uint16)
     semantic = np.where(surface == 4, _FLOOR_CLASS, np.where(surface == 5, _CEILING_CLASS, _WALL_CLASS)).astype(np.uint8)
     normal_w = _ROOM_NORMALS[surface]
+    wall = np.where(surface < 4, surface, -1).astype(np.int8)
     albedo = _room_albedo(packed.room, surface, origin + depth[:, None] * d)
     if len(packed.shape):
         prim, ray = _pairs(_screen_rects(packed, k, cam_to_world, width, height), width)
@@ -283,6 +287,7 @@ def render(packed: PackedScene, k: np.ndarray, cam_to_world: np.ndarray, width: 
         pair = owner[hit_rays]
         p = prim[pair]
         instance[hit_rays] = packed.instance[p]
+        wall[hit_rays] = -1
         semantic[hit_rays] = packed.semantic[p]
         c, s, n = packed.cos[p], packed.sin[p], normal_l[pair]
         normal_w = normal_w.copy()
@@ -294,4 +299,4 @@ def render(packed: PackedScene, k: np.ndarray, cam_to_world: np.ndarray, width: 
     normal_c[flip] *= -1
     return Frame(rgb=rgb.reshape(height, width, 3), depth=depth.reshape(height, width).astype(np.float32),
                  instance=instance.reshape(height, width), semantic=semantic.reshape(height, width),
-                 normal=normal_c.reshape(height, width, 3).astype(np.float32))
+                 normal=normal_c.reshape(height, width, 3).astype(np.float32), wall=wall.reshape(height, width))

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import io as dio
-from .render import pack_scene, render
+from .render import WALL_SIDES, pack_scene, render
 from .scenes import SEMANTIC_CLASSES, generate_scene
 from .priors import blind_priors
 from .synthvsi import build_questions, build_sft, question_pool
@@ -92,6 +92,7 @@ def render_scene_folder(scene_dir: Path, video_path: Path, seed: int, config: Sy
         (scene_dir / name).mkdir(parents=True, exist_ok=True)
     n_ids = len(scene.objects) + 1
     pixels = np.zeros((config.frames, n_ids), dtype=np.int64)  # per frame, per instance id
+    wall_pixels = np.zeros((config.frames, len(WALL_SIDES)), dtype=np.int64)  # per frame, per wall
     video = []
     for i in range(config.frames):
         frame = render(packed, k, traj.cam_to_world[i], w, h)
@@ -103,20 +104,22 @@ def render_scene_folder(scene_dir: Path, video_path: Path, seed: int, config: Sy
             dio.write_png(scene_dir / "semantic" / f"{i}.png", frame.semantic)
             dio.write_png(scene_dir / "normal" / f"{i}.png", dio.normal_to_png(frame.normal))
         pixels[i] = np.bincount(frame.instance.ravel(), minlength=n_ids)[:n_ids]
+        wall_pixels[i] = np.bincount(frame.wall[frame.wall >= 0], minlength=len(WALL_SIDES))
         video.append(frame.rgb)
     dio.write_matrix(scene_dir / "intrinsic" / "intrinsic_color.txt", dio.intrinsics_4x4(k))
     dio.write_matrix(scene_dir / "intrinsic" / "intrinsic_depth.txt", dio.intrinsics_4x4(k))
     video_path.parent.mkdir(parents=True, exist_ok=True)
     dio.write_video(video_path, video, config.fps)
-    meta = _scene_json(scene, traj, k, pixels, config)
+    meta = _scene_json(scene, traj, k, pixels, wall_pixels, config)
     meta["scene_name"] = scene_dir.name
     meta["video"] = f"{DATASET_NAME}/{video_path.name}"
     dio.write_json(scene_dir / "scene.json", meta)
     return meta
 
 
-def _scene_json(scene, traj, k: np.ndarray, pixels: np.ndarray, config: SynthConfig) -> dict:
-    """scene.json: room, objects with boxes and visibility, camera path."""
+def _scene_json(scene, traj, k: np.ndarray, pixels: np.ndarray, wall_pixels: np.ndarray, config: SynthConfig) -> dict:
+    """scene.json: room, objects with boxes and visibility, walls with visibility, camera path. An object or wall is
+    visible in a frame where it covers at least `visibility_min_pixels` pixels."""
     threshold = config.visibility_min_pixels()
     meta = scene.to_json()
     for obj in meta["objects"]:
@@ -124,7 +127,10 @@ def _scene_json(scene, traj, k: np.ndarray, pixels: np.ndarray, config: SynthCon
         seen = np.nonzero(counts >= threshold)[0]
         obj["first_visible_frame"] = int(seen[0]) if len(seen) else None
         obj["visible_frames"] = int(len(seen))
+        obj["visible_in"] = seen.tolist()
         obj["max_pixels"] = int(counts.max())
+    meta["walls"] = [{"side": side, "visible_in": np.nonzero(wall_pixels[:, w] >= threshold)[0].tolist()}
+                     for w, side in enumerate(WALL_SIDES)]  # fmt: skip
     meta["camera"] = {
         "width": config.width, "height": config.height, "fps": config.fps, "num_frames": config.frames,
         "hfov_deg": round(traj.hfov_deg, 6), "intrinsics": [[round(float(v), 6) for v in row] for row in k],

@@ -25,7 +25,8 @@ its generation rules. Answers are computed from ``scene.json``:
   32-frame uniform sampling apart, so the order is observable in the frames a model sees.
 
 Only objects visible in the video are asked about, and only categories whose every instance is
-visible; "the X" requires X to be unique in the room.
+visible; "the X" requires X to be unique in the room. Room size is asked only where every wall of the
+room is visible in the video (``scene.json``'s ``walls``).
 
 The question mix follows VSI-Bench's per-type proportions over the whole question set
 (:data:`VSIBENCH_TYPE_COUNTS`), not a fixed number per scene: every scene contributes candidates,
@@ -154,6 +155,11 @@ class _SceneFacts:
         self.askable = sorted(c for c, objs in self.by_category.items()
                               if all(o["first_visible_frame"] is not None for o in objs))
         self.unique = [c for c in self.askable if len(self.by_category[c]) == 1]
+        if "walls" not in meta:
+            raise ValueError(f"scene {meta.get('scene_name')!r}: scene.json has no 'walls' (the frames each wall is "
+                             "visible in; scenes rendered before 2026-12-08 lack it): render the rooms again with "
+                             "`spa3r synth`")  # fmt: skip
+        self.whole_room_seen = all(wall["visible_in"] for wall in meta["walls"])  # every wall appears in the video
         self.boxes = {o["instance_id"]: _as_object(o) for o in meta["objects"]}
         self._distances: dict[tuple[str, str], float] = {}
 
@@ -284,6 +290,8 @@ def _size(f: _SceneFacts, scene: int, rng):
 
 
 def _room_size(f: _SceneFacts, scene: int, rng):
+    if not f.whole_room_seen:
+        return
     room = f.meta["room"]
     yield _Candidate(scene, "room_size_estimation", ROOM_SIZE_TEMPLATE,
                      format_number(room["width"] * room["depth"], "room_size_estimation"))

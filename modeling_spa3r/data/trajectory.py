@@ -187,9 +187,21 @@ def _gaze_yaw(pos: np.ndarray, objects: list[SceneObject], hfov: float) -> np.nd
     return _smooth(np.stack([np.unwrap(best)] * 2, 1), 21, 3)[:, 0]
 
 
+def _turning_heading(gaze: np.ndarray, hfov: float) -> np.ndarray:
+    """Heading (N,) that turns once around during the walk, leaning towards the furniture `gaze` (N,) by at most a
+    quarter of the field of view: consecutive frames are less than a field of view apart, so every direction, and so
+    every wall, comes into view, as in a scan of the whole room. It turns the way the gaze drifts overall."""
+    n = len(gaze)
+    turn = 1.0 if gaze[-1] >= gaze[0] else -1.0
+    base = gaze[0] + turn * 2 * math.pi * np.arange(n) / n  # (N,)
+    lean = np.clip(np.angle(np.exp(1j * (gaze - base))), -hfov / 4, hfov / 4)
+    return base + _smooth(np.stack([lean, lean], 1), 5, 2)[:, 0]
+
+
 def make_trajectory(rng: np.random.Generator, room: Room, objects: list[SceneObject], num_frames: int,
                     hfov_range: tuple[float, float] = (60.0, 90.0)) -> Trajectory:
-    """A smooth walk through the room's free space at eye height, looking around."""
+    """A smooth walk through the room's free space at eye height, turning once around while looking at the
+    furniture."""
     free = largest_component(free_space(room, objects))
     cells = np.argwhere(free)  # (M, 2) as (j, i)
     if len(cells) < 2:
@@ -210,9 +222,9 @@ def make_trajectory(rng: np.random.Generator, room: Room, objects: list[SceneObj
     pos = _resample(smooth, num_frames)
     t = np.linspace(0.0, 1.0, num_frames)
     hfov = float(rng.uniform(*hfov_range))
-    gaze = _gaze_yaw(pos, objects, math.radians(hfov))
-    amp, cycles, phase = math.radians(rng.uniform(10, 20)), rng.uniform(1.5, 3.0), rng.uniform(0, 2 * math.pi)
-    yaw = gaze + amp * np.sin(2 * math.pi * cycles * t + phase)
+    heading = _turning_heading(_gaze_yaw(pos, objects, math.radians(hfov)), math.radians(hfov))
+    amp, cycles, phase = math.radians(rng.uniform(5, 10)), rng.uniform(1.5, 3.0), rng.uniform(0, 2 * math.pi)
+    yaw = heading + amp * np.sin(2 * math.pi * cycles * t + phase)
     pitch = math.radians(-rng.uniform(10, 20)) + math.radians(8) * np.sin(2 * math.pi * rng.uniform(1, 2) * t)
     roll = math.radians(2) * np.sin(2 * math.pi * rng.uniform(0.5, 1.5) * t + rng.uniform(0, 6))
     height = rng.uniform(1.4, 1.65) + 0.02 * np.sin(2 * math.pi * 0.5 * np.arange(num_frames) / 2.0)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from modeling_spa3r.data import io as dio
-from modeling_spa3r.data.render import pack_scene, render
-from modeling_spa3r.data.scenes import SEMANTIC_CLASSES, generate_scene, rects_overlap
+from modeling_spa3r.data.render import WALL_SIDES, pack_scene, render
+from modeling_spa3r.data.scenes import CLASS_INDEX, SEMANTIC_CLASSES, generate_scene, rects_overlap
+from modeling_spa3r.data.synthetic import SynthConfig
 from modeling_spa3r.data.trajectory import free_space, intrinsics_from_hfov, make_trajectory, walkable_check
 
 
@@ -126,6 +127,38 @@ def test_camera_keeps_objects_in_view():
         shares += [(render(packed, k, pose, 40, 30).instance > 0).mean() for pose in traj.cam_to_world]
     shares = np.array(shares)
     assert (shares < 0.05).mean() <= 0.1 and shares.mean() > 0.2  # few blank-wall frames
+
+
+def test_wall_labels_name_the_plane_each_pixel_lies_on():
+    scene = generate_scene(4, free_check=walkable_check)
+    traj = make_trajectory(np.random.default_rng(4), scene.room, scene.objects, 12)
+    packed, k = pack_scene(scene), traj.intrinsics(64, 48)
+    planes = {0: (0, 0.0), 1: (0, scene.room.width), 2: (1, 0.0), 3: (1, scene.room.depth)}  # WALL_SIDES order
+    seen = set()
+    for pose in traj.cam_to_world:
+        frame = render(packed, k, pose, 64, 48)
+        shell_wall = (frame.instance == 0) & (frame.semantic == CLASS_INDEX["wall"])
+        assert np.array_equal(frame.wall >= 0, shell_wall)  # objects in front of a wall hide it
+        points = _backproject(frame.depth, k, pose)
+        for w, (axis, value) in planes.items():
+            on = frame.wall == w
+            assert np.abs(points[on][:, axis] - value).max(initial=0) < 0.01, WALL_SIDES[w]
+            seen |= {w} if on.any() else set()
+    assert seen == set(planes)
+
+
+def test_scan_shows_every_wall_at_eight_of_its_frames():
+    """The camera turns once around the room (the room size is then in the video); 8 uniform frames of 32, as a
+    VLM samples them, still show every wall of every room."""
+    config = SynthConfig(width=112, height=84, frames=32)
+    for seed in range(6):
+        scene = generate_scene(seed, config.min_objects, config.max_objects, free_check=walkable_check)
+        traj = make_trajectory(np.random.default_rng([seed, 1]), scene.room, scene.objects, config.frames)
+        packed, k = pack_scene(scene), traj.intrinsics(config.width, config.height)
+        poses = traj.cam_to_world[np.floor(np.linspace(0, config.frames - 1, 8)).astype(int)]
+        wall_pixels = np.stack([np.bincount(render(packed, k, pose, config.width, config.height).wall.ravel() + 1,
+                                            minlength=5)[1:] for pose in poses])  # (8, 4) fmt: skip
+        assert (wall_pixels >= config.visibility_min_pixels()).any(0).all(), (seed, wall_pixels)
 
 
 def test_trajectory_walks_free_space_at_eye_height():

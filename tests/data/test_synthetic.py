@@ -44,6 +44,16 @@ def test_scannet_like_layout_and_video(synth_root):
     assert np.allclose(meta["camera"]["intrinsics"], k4[:3, :3], atol=1e-6)
     assert np.allclose(meta["camera"]["cam_to_world"][7], dio.read_matrix(scene / "pose" / "7.txt"), atol=1e-6)
     assert 60 <= meta["camera"]["hfov_deg"] <= 90
+    threshold = meta["visibility_min_pixels"]
+    for i in (0, 20):  # visibility lists agree with the instance maps
+        ids = dio.read_label(scene / "instance" / f"{i}.png")
+        for obj in meta["objects"]:
+            assert (i in obj["visible_in"]) == ((ids == obj["instance_id"]).sum() >= threshold)
+    for obj in meta["objects"]:
+        assert len(obj["visible_in"]) == obj["visible_frames"]
+        assert obj["first_visible_frame"] == (obj["visible_in"][0] if obj["visible_in"] else None)
+    assert [wall["side"] for wall in meta["walls"]] == ["x=0", "x=width", "y=0", "y=depth"]
+    assert all(wall["visible_in"] for wall in meta["walls"])  # the scan shows the whole room
     video = synth_root / "synthvsi" / f"{scene.name}.mp4"
     with av.open(str(video)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from modeling_spa3r.data import io as dio
+from modeling_spa3r.data.render import WALL_SIDES
 from modeling_spa3r.data.scenes import generate_scene
-from modeling_spa3r.data.synthvsi import build_questions, build_sft, type_quotas
+from modeling_spa3r.data.synthvsi import build_questions, build_sft, question_pool, type_quotas
 
 FIELDS = {"id", "dataset", "scene_name", "question_type", "question", "ground_truth", "options"}
 SPEC = Path(os.environ.get("SPA3R_SPEC_DIR", Path(__file__).resolve().parents[3] / "shared" / "spec")) / "vsibench.md"
@@ -206,8 +207,21 @@ def _fake_metas(n, first_seed=0):
             obj["first_visible_frame"] = int(f)
         meta["scene_name"] = f"fake_{seed}"
         meta["camera"] = {"num_frames": FAKE_FRAMES}
+        meta["walls"] = [{"side": side, "visible_in": [0]} for side in WALL_SIDES]
         metas.append(meta)
     return metas
+
+
+def test_room_size_is_asked_only_where_every_wall_is_in_the_video():
+    metas = _fake_metas(12)
+    for meta in metas[::2]:
+        meta["walls"][1]["visible_in"] = []
+    asked = {r["scene_name"] for r in question_pool(metas, np.random.default_rng(0))
+             if r["question_type"] == "room_size_estimation"}  # fmt: skip
+    assert asked == {meta["scene_name"] for meta in metas[1::2]}
+    del metas[0]["walls"]
+    with pytest.raises(ValueError, match=r"'fake_0': scene.json has no 'walls'.*`spa3r synth`"):
+        question_pool(metas, np.random.default_rng(0))
 
 
 @pytest.fixture(scope="module")

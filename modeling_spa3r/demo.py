@@ -534,13 +534,27 @@ def val_priors(data: Path) -> tuple:
     return blind_priors(train, val), blind_priors(pool, val)
 
 
-def results_table(predictions: dict[str, list[dict]], priors: tuple, seed: int):
+def val_ceiling(data: Path, priors: tuple, num_frames: int):
+    """What a perfect perceiver of the `num_frames` frames each model sees would score on SynthVSI-val
+    (`data.answerability`); a question those frames cannot answer scores its type's best blind prior of `val_priors`."""
+    from .data.answerability import frames_ceiling
+
+    val = [json.loads(line) for line in (data / "synthvsi_val.jsonl").read_text().splitlines() if line.strip()]
+    fallback = {}
+    for fit in priors:
+        for prior in ("frequent", "text"):
+            for question_type, score in fit.per_type[prior].items():
+                fallback[question_type] = max(score, fallback.get(question_type, 0.0))
+    return frames_ceiling(val, data / "scenes", num_frames, fallback)
+
+
+def results_table(predictions: dict[str, list[dict]], priors: tuple, seed: int, ceiling=None):
     """The evidence-carrying table of every variant (modeling_spa3r/report.py) from their per-question predictions,
-    with chance and the blind priors of `val_priors`."""
+    with chance, the blind priors of `val_priors` and the frames' ceiling of `val_ceiling`."""
     from .report import build_report
 
     split, pool = priors
-    return build_report(predictions, split, pool_priors=pool, seed=seed)
+    return build_report(predictions, split, pool_priors=pool, seed=seed, ceiling=ceiling)
 
 
 def weak_result(table) -> bool:
@@ -660,10 +674,12 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
     plot_sft_losses(sft_curves, out / "sft_curves.png")
     predictions = {name: read_answers(path) for name, path in evaluations.items()}
     priors = val_priors(data)
-    table = results_table(predictions, priors, seed)
+    ceiling = val_ceiling(data, priors, settings.eval_frames)
+    table = results_table(predictions, priors, seed, ceiling)
     spread = None
     if extra_seeds:
-        tables = {seed: table} | {s: results_table(run["predictions"], priors, seed) for s, run in seed_runs.items()}
+        tables = {seed: table} | {s: results_table(run["predictions"], priors, seed, ceiling)
+                                  for s, run in seed_runs.items()}  # fmt: skip
         held_out = {seed: sft_curves} | {s: run["sft_losses"] for s, run in seed_runs.items()}
         spread = seeds_section(across_seeds(tables), held_out)
     title = f"SynthVSI-val ({summary['questions']['val']} questions, {len(summary['splits']['val'])} rooms)"

@@ -29,6 +29,7 @@ from . import vsibench
 
 OVERALL = "overall"
 COLLAPSE_THRESHOLD = 0.8
+CEILING_MARGIN = 0.05  # a task whose frames' ceiling is less than this above the blind prior is named in the caption
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TaskRow:
     top_answer_share: dict[str, float | None] = field(default_factory=dict)  # model → collapse line
     top_answer: dict[str, str | None] = field(default_factory=dict)
     prior_source: str | None = None  # "pool" where the prior fitted on the train rooms' question pool is the higher
+    ceiling: float | None = None  # a perfect perceiver of the frames the models see (`data.answerability`)
 
 
 @dataclass
@@ -57,14 +59,18 @@ class ResultsReport:
     resamples: int
     seed: int
     collapse_threshold: float
+    ceiling_frames: int | None = None  # the frames per question the ceiling column assumes (None: no ceiling)
 
     def to_dict(self) -> dict:
         return {"models": self.models, "caption": self.caption, "resamples": self.resamples, "seed": self.seed,
-                "collapse_threshold": self.collapse_threshold, "rows": [vars(row) for row in self.rows]}
+                "collapse_threshold": self.collapse_threshold, "ceiling_frames": self.ceiling_frames,
+                "rows": [vars(row) for row in self.rows]}
 
     def markdown(self, title: str | None = None) -> str:
         """The table (×100) with the collapse columns, then the caption."""
-        head = ["task", "n", "chance", "blind prior"] + [f"{m} [95 % CI]" for m in self.models]
+        head = ["task", "n", "chance", "blind prior"]
+        head += [] if self.ceiling_frames is None else [f"ceiling ({self.ceiling_frames} frames)"]
+        head += [f"{m} [95 % CI]" for m in self.models]
         head += [f"{m}: top answer share" for m in self.models]
         lines = [] if title is None else [f"# {title}", ""]
         lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -74,6 +80,7 @@ class ResultsReport:
                 continue
             prior = _pct(row.prior) + (f" ({row.prior_source})" if row.prior_source else "")
             cells = [row.name, str(row.n), _pct(row.chance), prior]
+            cells += [] if self.ceiling_frames is None else [_pct(row.ceiling)]
             for m in self.models:
                 low, high = row.intervals[m]
                 cells.append(f"{_pct(row.scores[m])} [{_pct(low)}, {_pct(high)}]")
@@ -119,6 +126,11 @@ class ResultsReport:
             prior = ("-.", "blind prior (pool): fitted on the train rooms' question pool") if pool else ("-", "blind prior")
             for value, (style, label) in ((row.chance, (":", "chance")), (row.prior, prior)):
                 axis.hlines(100 * value, i - 0.45, i + 0.45, colors="black", linestyles=style, linewidth=1.6,
+                            label=label if label not in labelled else None)  # fmt: skip
+                labelled.add(label)
+            if row.ceiling is not None:
+                label = f"ceiling: a perfect perceiver of the {self.ceiling_frames} frames"
+                axis.hlines(100 * row.ceiling, i - 0.45, i + 0.45, colors="#888888", linestyles="--", linewidth=1.6,
                             label=label if label not in labelled else None)  # fmt: skip
                 labelled.add(label)
         axis.set_xticks(range(len(self.rows)), [_tick(row) for row in self.rows], fontsize=8,
@@ -199,12 +211,15 @@ def build_report(
     seed: int = 0,
     collapse_threshold: float = COLLAPSE_THRESHOLD,
     pool_priors=None,
+    ceiling=None,
 ) -> ResultsReport:
     """Assemble the table from per-question prediction records (`predictions.jsonl` rows: `question_type`,
     `score`, `answer`) of each model on the same questions, and the blind priors of that split
     (:class:`~modeling_spa3r.data.priors.BlindPriors`, or its ``tasks`` dict ``prior → task key → score``). With
     `pool_priors` (the same, fitted on every candidate question of the train rooms), each task's blind prior is the
-    higher of the two fits (`TaskRow.prior_source` "pool" where the pool's wins)."""
+    higher of the two fits (`TaskRow.prior_source` "pool" where the pool's wins). With `ceiling`
+    (:class:`~modeling_spa3r.data.answerability.FramesCeiling` of the same questions), each task shows what a perfect
+    perceiver of the frames the models see would score."""
     if not predictions:
         raise ValueError("build_report: no models given")
     if resamples < 100:
@@ -235,7 +250,8 @@ def build_report(
                  if task in fit.get(p, {})]  # fmt: skip
         prior, source = max(blind, key=lambda pair: pair[0]) if blind else (None, None)
         row = TaskRow(task, vsibench.TASK_DISPLAY_NAMES[task], n, chance, prior, scores,
-                      {m: intervals[m][task] for m in models}, prior_source=source)  # fmt: skip
+                      {m: intervals[m][task] for m in models}, prior_source=source,
+                      ceiling=None if ceiling is None else ceiling.tasks.get(task))  # fmt: skip
         for m in models:
             row.top_answer_share[m], row.top_answer[m] = _collapse(predictions[m], task)
         rows.append(row)
@@ -243,18 +259,21 @@ def build_report(
     overall = TaskRow(OVERALL, f"overall (macro mean of {len(present)} tasks)", sum(row.n for row in present),
                       _mean_or_none([row.chance for row in present]), _mean_or_none([row.prior for row in present]),
                       {m: official[m][OVERALL] for m in models},
-                      {m: intervals[m][OVERALL] for m in models})  # fmt: skip
+                      {m: intervals[m][OVERALL] for m in models},
+                      ceiling=None if ceiling is None else ceiling.tasks.get(OVERALL))  # fmt: skip
     rows.append(overall)
-    return ResultsReport(rows, models, _caption(rows, models, collapse_threshold), resamples, seed, collapse_threshold)
+    frames = None if ceiling is None else ceiling.num_frames
+    return ResultsReport(rows, models, _caption(rows, models, collapse_threshold, frames), resamples, seed,
+                         collapse_threshold, frames)  # fmt: skip
 
 
 def _mean_or_none(values: list) -> float | None:
     return None if not values or any(v is None for v in values) else math.fsum(values) / len(values)
 
 
-def _caption(rows: list[TaskRow], models: list[str], threshold: float) -> str:
+def _caption(rows: list[TaskRow], models: list[str], threshold: float, ceiling_frames: int | None = None) -> str:
     """Plain sentences: per model, the tasks where it beats the blind prior (interval above it), those where it
-    does not, and the tasks where it collapsed."""
+    does not, and the tasks where it collapsed; where the frames the models see hold no more than the prior."""
     tasks = [row for row in rows if row.key != OVERALL and row.n > 0]
     empty = [row.name for row in rows if row.key != OVERALL and row.n == 0]
     sentences = []
@@ -278,6 +297,14 @@ def _caption(rows: list[TaskRow], models: list[str], threshold: float) -> str:
         sentences.append(f"{a} vs {b}: intervals separate in favour of {a} on "
                          f"{', '.join(better) if better else 'no task'}, in favour of {b} on "
                          f"{', '.join(worse) if worse else 'no task'}; elsewhere the difference is within noise.")
+    if ceiling_frames is not None:
+        short = [f"{r.name} ({_pct(r.ceiling)} against {_pct(r.prior)})" for r in tasks
+                 if None not in (r.prior, r.ceiling) and r.ceiling < r.prior + CEILING_MARGIN]  # fmt: skip
+        sentences.append(f"A perfect perceiver of the {ceiling_frames} frames each model sees would score "
+                         f"{_pct(rows[-1].ceiling)} overall (ceiling)" + (
+                             f"; on {', '.join(short)} those frames add less than {100 * CEILING_MARGIN:.0f} points "
+                             "to the blind prior, so no model can be expected to beat it there" if short else "")
+                         + ".")  # fmt: skip
     if empty:
         sentences.append(f"No questions for: {', '.join(empty)}.")
     pooled = any(r.prior_source == "pool" for r in tasks)

@@ -3,6 +3,7 @@
 import pytest
 
 from modeling_spa3r import vsibench
+from modeling_spa3r.data.answerability import FramesCeiling
 from modeling_spa3r.report import across_seeds, build_report, write_report
 
 PRIORS = {  # BlindPriors.tasks layout: prior → task key → score
@@ -74,6 +75,24 @@ def test_pool_priors_raise_the_bar_where_higher_and_are_marked():
     assert "(pool)" not in build_report({"geo": COLLAPSING}, PRIORS, resamples=200).caption
     again = build_report({"geo": COLLAPSING, "plain": VARIED}, PRIORS, resamples=500, seed=1, pool_priors=pool)
     assert "| Route Plan | 2 | 75.0 (pool) |" in across_seeds({0: report, 1: again}).markdown()
+
+
+def test_frames_ceiling_is_a_column_a_tick_and_a_caption_sentence(tmp_path):
+    ceiling = FramesCeiling(4, {}, {}, {COUNT: 0.32, ROUTE: 0.9, "overall": 0.61})
+    report = build_report({"geo": COLLAPSING, "plain": VARIED}, PRIORS, resamples=200, ceiling=ceiling)
+    rows = {row.key: row for row in report.rows}
+    assert (rows[COUNT].ceiling, rows[ROUTE].ceiling, rows["overall"].ceiling) == (0.32, 0.9, 0.61)
+    table = report.markdown("t")
+    assert "| task | n | chance | blind prior | ceiling (4 frames) | geo [95 % CI] |" in table
+    assert "| Obj. Count | 4 | 10.0 | 30.0 | 32.0 | 62.5 [" in table and "| Route Plan | 2 | 25.0 | 40.0 | 90.0 | 100.0 [" in table
+    assert "| Abs. Dist. | 0 | no questions |" + " - |" * 6 in table
+    # counting's frames add 2 points to its 30.0 prior, the routes' 50
+    assert ("A perfect perceiver of the 4 frames each model sees would score 61.0 overall (ceiling); on Obj. Count "
+            "(32.0 against 30.0) those frames add less than 5 points to the blind prior, so no model can be expected "
+            "to beat it there.") in report.caption  # fmt: skip
+    assert "ceiling" not in build_report({"geo": COLLAPSING}, PRIORS, resamples=200).markdown("t")
+    paths = write_report(report, tmp_path, "with a ceiling")
+    assert '"ceiling_frames": 4' in paths["json"].read_text() and '"ceiling": 0.9' in paths["json"].read_text()
 
 
 def test_empty_answers_count_as_one_collapsed_answer():

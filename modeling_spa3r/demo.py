@@ -696,6 +696,7 @@ def _run(out: Path, settings: DemoSettings, seed: int) -> dict:
         "held_out_field_cosine": cosines,
         "results": results,
         "table": table.to_dict(),
+        "frames_ceiling": asdict(ceiling),
         "sft_losses": sft_curves,
         "input_controls": [control.to_dict() for control in controls],
         "across_seeds": spread[1] if spread else None,

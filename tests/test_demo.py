@@ -26,12 +26,16 @@ def test_demo_end_to_end(tmp_path, capsys):
     for result in report["results"].values():  # tasks present depend on the tiny split; overall always
         assert "overall" in result["results"] and set(result["results"]) - {"overall", "micro_average"}
     table = (tmp_path / "results.md").read_text()
-    assert ("| task | n | chance | blind prior | Spa3-VLM [95 % CI] | VLM without geometry [95 % CI] | text-only LM "
-            "[95 % CI] |") in table
+    assert ("| task | n | chance | blind prior | ceiling (4 frames) | Spa3-VLM [95 % CI] | VLM without geometry [95 % CI] "
+            "| text-only LM [95 % CI] |") in table
     assert "| overall (macro mean of " in table and "top answer share" in table
     assert (tmp_path / "results.png").stat().st_size > 0
     rows = {row["key"]: row for row in report["table"]["rows"]}
     assert rows["overall"]["n"] == counts["Spa3-VLM"]
+    ceiling = report["frames_ceiling"]  # a perfect perceiver of the models' 4 frames, beside the priors
+    assert ceiling["num_frames"] == settings.eval_frames == report["table"]["ceiling_frames"]
+    assert {key: row["ceiling"] for key, row in rows.items() if row["n"]} == {
+        key: ceiling["tasks"][key] for key, row in rows.items() if row["n"]}
     for name in VARIANTS:  # the table's scores are the eval runner's own
         assert rows["overall"]["scores"][name] == pytest.approx(report["results"][name]["results"]["overall"])
     assert set(report["held_out_field_cosine"]) == {"geometry", "semantics", "geometry mean-field baseline",

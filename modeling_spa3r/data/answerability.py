@@ -51,8 +51,8 @@ class _SceneVisibility:
         name = meta.get("scene_name")
         if "walls" not in meta or any("visible_in" not in obj for obj in meta["objects"]):
             raise ValueError(f"scene {name!r}: scene.json has no per-frame visibility ('visible_in' of objects and "
-                             "'walls'; scenes rendered before 2026-12-08 lack it): render the rooms again with "
-                             "`spa3r synth`")  # fmt: skip
+                             "'walls'; scenes rendered before the whole-room scans of 2026-12-07 lack it): render the "
+                             "rooms again with `spa3r synth`")  # fmt: skip
         self.frames = sample_frame_indices(meta["camera"]["num_frames"], num_frames=num_frames)
         position = {frame: k for k, frame in enumerate(self.frames)}
         self.instances: dict[str, list[int | None]] = defaultdict(list)  # category → first sampled frame per instance

@@ -157,8 +157,8 @@ class _SceneFacts:
         self.unique = [c for c in self.askable if len(self.by_category[c]) == 1]
         if "walls" not in meta:
             raise ValueError(f"scene {meta.get('scene_name')!r}: scene.json has no 'walls' (the frames each wall is "
-                             "visible in; scenes rendered before 2026-12-08 lack it): render the rooms again with "
-                             "`spa3r synth`")  # fmt: skip
+                             "visible in; scenes rendered before the whole-room scans of 2026-12-07 lack it): render "
+                             "the rooms again with `spa3r synth`")  # fmt: skip
         self.whole_room_seen = all(wall["visible_in"] for wall in meta["walls"])  # every wall appears in the video
         self.boxes = {o["instance_id"]: _as_object(o) for o in meta["objects"]}
         self._distances: dict[tuple[str, str], float] = {}

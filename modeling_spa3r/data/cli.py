@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import vsibench
 from ..cli import fraction, non_negative_int, positive_int
 from .contact_sheet import write_contact_sheet, write_rooms_sheet
 from .priors import format_prior_table
@@ -65,6 +66,15 @@ def dataset_report(summary: dict) -> str:
         lines.append("The question pool holds every candidate question of the train rooms, not balanced: priors fitted "
                      "on it show what text alone learns from more questions of the same generator. A model trained "
                      "on SynthVSI shows it uses the video only where it beats both tables.")
+    if summary.get("frames_ceiling"):
+        lines.append("What N uniformly sampled frames per question can answer: a perfect perceiver of them, scored on "
+                     "val + test (x100; modeling_spa3r.data.answerability; a question they cannot answer scores the "
+                     "best blind prior):")  # fmt: skip
+        lines.append("| frames | overall | " + " | ".join(vsibench.TASK_DISPLAY_NAMES[k] for k in vsibench.TASK_KEYS)
+                     + " |\n|---:|" + "---:|" * (len(vsibench.TASK_KEYS) + 1))  # fmt: skip
+        for frames, tasks in sorted(summary["frames_ceiling"].items(), key=lambda item: int(item[0])):
+            cells = [tasks.get(key) for key in ("overall", *vsibench.TASK_KEYS)]
+            lines.append(f"| {frames} | " + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in cells) + " |")
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import io as dio
+from .answerability import frames_ceiling
 from .render import WALL_SIDES, pack_scene, render
 from .scenes import SEMANTIC_CLASSES, generate_scene
 from .priors import blind_priors
@@ -40,6 +41,7 @@ DATASET_NAME = "synthvsi"
 #: every candidate question of the train rooms (`synthvsi.question_pool`): a stronger fit for the blind priors
 POOL_FILE = f"{DATASET_NAME}_train_pool.jsonl"
 _SEED_STRIDE = 1_000_000
+CEILING_FRAMES = (4, 8, 16, 32)  # frames per question of `spa3r synth`'s perfect-perceiver table
 
 
 @dataclass(frozen=True)
@@ -228,5 +230,19 @@ def _write_questions(out: Path, summary: dict, metas: dict[str, list[dict]]) -> 
         if priors is not None:
             summary[key] = {"fit": fit, "scored": "val + test", "per_type": priors.per_type, "tasks": priors.tasks,
                             "text_prior": priors.text_family, "counts": {qt: list(n) for qt, n in priors.counts.items()}}
+    if "blind_priors" in summary:
+        summary["frames_ceiling"] = _frames_ceilings(out, held_out, summary)
     dio.write_json(out / "dataset.json", summary)
     return summary
+
+
+def _frames_ceilings(out: Path, held_out: list[dict], summary: dict) -> dict:
+    """Val + test scored by a perfect perceiver of 4, 8, 16, 32 frames (no more than the videos have; `answerability`):
+    frame count → task key → score; a question the frames cannot answer scores its type's best blind prior."""
+    fallback = {}
+    for fit in filter(None, (summary.get("blind_priors"), summary.get("blind_priors_pool"))):
+        for prior in ("frequent", "text"):
+            for question_type, score in fit["per_type"][prior].items():
+                fallback[question_type] = max(score, fallback.get(question_type, 0.0))
+    frames = summary["config"]["frames"]
+    return {str(n): frames_ceiling(held_out, out / "scenes", n, fallback).tasks for n in CEILING_FRAMES if n <= frames}

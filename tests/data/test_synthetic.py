@@ -12,6 +12,7 @@ from PIL import Image
 
 from modeling_spa3r import vsibench
 from modeling_spa3r.data import io as dio
+from modeling_spa3r.data.answerability import frames_ceiling
 from modeling_spa3r.data.contact_sheet import write_contact_sheet
 from modeling_spa3r.data.cli import dataset_report, main
 from modeling_spa3r.data.priors import blind_priors
@@ -119,6 +120,17 @@ def test_generator_report_has_type_mix_and_blind_priors(synth_root):
     assert "| question type | questions | share % | VSI-Bench share % |" in report
     assert "| object_abs_distance |" in report and "VSI-Bench share" in report
     assert expected.table() in report
+    # what 4, 8, 16, 32 frames of the 48 can answer: the perfect perceiver with the best prior as its fallback
+    ceilings = summary["frames_ceiling"]
+    assert sorted(ceilings, key=int) == ["4", "8", "16", "32"]  # dataset.json sorts keys as text
+    pool = summary["blind_priors_pool"]["per_type"]
+    fallback = {qt: max(p[qt] for fit in (priors["per_type"], pool) for p in (fit["frequent"], fit["text"]) if qt in p)
+                for qt in priors["per_type"]["text"]}  # fmt: skip
+    assert ceilings["8"] == frames_ceiling(held_out, synth_root / "scenes", 8, fallback).tasks
+    assert ceilings["4"]["overall"] <= ceilings["32"]["overall"]
+    rows = [line for line in report.splitlines() if line.startswith(("| 4 |", "| 8 |", "| 16 |", "| 32 |"))]
+    assert [row.split(" | ")[0] for row in rows] == ["| 4", "| 8", "| 16", "| 32"]  # in frame order
+    assert rows[1].startswith(f"| 8 | {100 * ceilings['8']['overall']:.1f} | ") and "What N uniformly sampled" in report
 
 
 def test_question_pool_of_the_train_rooms_and_its_priors(synth_root):

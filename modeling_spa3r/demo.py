@@ -740,14 +740,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
-    parser.epilog = ("Measured on 2 otherwise idle CPU cores. A first machine: the default run 504 s, --quick 93 s "
-                     "(116-132 s on a slower day), --vlm-seeds 3 1412 s (each extra seed 421 s), --scenes 300 "
-                     "--pretrain-steps 1200 --sft-epochs 8 1759 s (before the controls, three more evaluation passes "
-                     "of about 25 s each at the default size, and the SFT held-out loss, ten passes over "
-                     "SynthVSI-val's conversations of 5-10 s each). Faster AMD EPYC machines (2026-12-07): the "
-                     "default 327-333 s and --quick 58 s; with the text-only LM (a third SFT run, while Spa3-VLM's "
-                     "finishes) the default 381 s (388 s before it on the same machine), --quick 68 s, --vlm-seeds 3 "
-                     "970 s (each extra seed 285 s). The end of every run prints its own seconds per stage.")  # fmt: skip
+    parser.epilog = ("Measured on 2 otherwise idle cores of an AMD EPYC machine (2026-12-07, with the whole-room "
+                     "scans): the default 401-479 s (377 s that day with the earlier camera, whose rooms gave 1266 "
+                     "SFT steps instead of 1716), --quick 94 s. Earlier, with the earlier camera: --vlm-seeds 3 970 s "
+                     "(each extra seed 285 s); --scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s on a slower "
+                     "machine (before the controls and the held-out losses). The end of every run prints its own "
+                     "seconds per stage.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(
         "scaling up (for a stronger check than the default; each overrides the default or --quick value)",
@@ -764,7 +762,9 @@ def main(argv=None) -> int:
                        "std over seeds and the Spa3-VLM − no-geometry difference per seed (default 1). Cost: each "
                        "extra seed repeats stages 3-5 without the input controls")  # fmt: skip
     scale.add_argument("--eval-frames", type=int, help=f"frames per question for SFT-time processor and evaluation "
-                       f"(default {DemoSettings.eval_frames})")  # fmt: skip
+                       f"(default {DemoSettings.eval_frames}); what they can answer is the table's ceiling column "
+                       "(a perfect perceiver of the default run's validation questions: 4 frames 74.6, 8 frames 96.0, "
+                       "16 frames 99.2)")  # fmt: skip
     args = parser.parse_args(argv)
     missing = missing_packages()
     if missing:

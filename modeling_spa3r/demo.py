@@ -537,15 +537,10 @@ def val_priors(data: Path) -> tuple:
 def val_ceiling(data: Path, priors: tuple, num_frames: int):
     """What a perfect perceiver of the `num_frames` frames each model sees would score on SynthVSI-val
     (`data.answerability`); a question those frames cannot answer scores its type's best blind prior of `val_priors`."""
-    from .data.answerability import frames_ceiling
+    from .data.answerability import best_prior_per_type, frames_ceiling
 
     val = [json.loads(line) for line in (data / "synthvsi_val.jsonl").read_text().splitlines() if line.strip()]
-    fallback = {}
-    for fit in priors:
-        for prior in ("frequent", "text"):
-            for question_type, score in fit.per_type[prior].items():
-                fallback[question_type] = max(score, fallback.get(question_type, 0.0))
-    return frames_ceiling(val, data / "scenes", num_frames, fallback)
+    return frames_ceiling(val, data / "scenes", num_frames, best_prior_per_type(fit.per_type for fit in priors))
 
 
 def results_table(predictions: dict[str, list[dict]], priors: tuple, seed: int, ceiling=None):

@@ -6,8 +6,10 @@ questions, chance and the best blind prior (:mod:`modeling_spa3r.data.priors`, f
 given, on a larger question pool of the same train rooms; the table marks where the pool's is the higher), each
 model's score with a seeded 95 % bootstrap interval (questions resampled within each question type), and a collapse
 line per model (the share of the model's most frequent parsed answer per task; above ``collapse_threshold`` the task
-is flagged). The overall row is the official macro mean over the tasks with questions. The caption says plainly
-which models do not beat the blind prior (the interval's lower end not above it) or collapse on which tasks.
+is flagged), and, when given, the frames' ceiling (what a perfect perceiver of the frames the models see would score,
+:mod:`modeling_spa3r.data.answerability`). The overall row is the official macro mean over the tasks with questions.
+The caption says plainly which models do not beat the blind prior (the interval's lower end not above it) or collapse
+on which tasks.
 
 The input controls (`input_control`, `controls_markdown`) compare one model's answers with its own scenes' frames or
 Spa3R views against another scene's (`spa3r eval --frames-from/--geometry-from other-scene`): does it use them?
@@ -273,7 +275,7 @@ def _mean_or_none(values: list) -> float | None:
 
 def _caption(rows: list[TaskRow], models: list[str], threshold: float, ceiling_frames: int | None = None) -> str:
     """Plain sentences: per model, the tasks where it beats the blind prior (interval above it), those where it
-    does not, and the tasks where it collapsed; where the frames the models see hold no more than the prior."""
+    does not, and the tasks where it collapsed; the tasks whose frames add less than CEILING_MARGIN to the prior."""
     tasks = [row for row in rows if row.key != OVERALL and row.n > 0]
     empty = [row.name for row in rows if row.key != OVERALL and row.n == 0]
     sentences = []

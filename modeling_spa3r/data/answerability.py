@@ -89,6 +89,17 @@ def _perceive(record: dict, scene: _SceneVisibility, fallback: dict[str, float])
     return answerable, (1.0 if answerable else fallback[question_type])
 
 
+def best_prior_per_type(fits) -> dict[str, float]:
+    """Question type → the best score among blind-prior fits (each a `BlindPriors.per_type`: prior → type → score) of
+    the most-frequent and the text prior: `frames_ceiling`'s fallback."""
+    best: dict[str, float] = {}
+    for per_type in fits:
+        for prior in ("frequent", "text"):
+            for question_type, score in per_type[prior].items():
+                best[question_type] = max(score, best.get(question_type, 0.0))
+    return best
+
+
 def frames_ceiling(records: list[dict], scenes_root: str | Path, num_frames: int,
                    fallback: dict[str, float]) -> FramesCeiling:  # fmt: skip
     """A perfect perceiver of `num_frames` uniformly sampled frames of each record's video (`scenes_root`/<scene>/

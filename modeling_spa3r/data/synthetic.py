@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import io as dio
-from .answerability import frames_ceiling
+from .answerability import best_prior_per_type, frames_ceiling
 from .render import WALL_SIDES, pack_scene, render
 from .scenes import SEMANTIC_CLASSES, generate_scene
 from .priors import blind_priors
@@ -239,10 +239,7 @@ def _write_questions(out: Path, summary: dict, metas: dict[str, list[dict]]) -> 
 def _frames_ceilings(out: Path, held_out: list[dict], summary: dict) -> dict:
     """Val + test scored by a perfect perceiver of 4, 8, 16, 32 frames (no more than the videos have; `answerability`):
     frame count → task key → score; a question the frames cannot answer scores its type's best blind prior."""
-    fallback = {}
-    for fit in filter(None, (summary.get("blind_priors"), summary.get("blind_priors_pool"))):
-        for prior in ("frequent", "text"):
-            for question_type, score in fit["per_type"][prior].items():
-                fallback[question_type] = max(score, fallback.get(question_type, 0.0))
+    fits = [summary[key]["per_type"] for key in ("blind_priors", "blind_priors_pool") if summary.get(key)]
+    fallback = best_prior_per_type(fits)
     frames = summary["config"]["frames"]
     return {str(n): frames_ceiling(held_out, out / "scenes", n, fallback).tasks for n in CEILING_FRAMES if n <= frames}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from modeling_spa3r import vsibench
-from modeling_spa3r.data.answerability import frames_ceiling
+from modeling_spa3r.data.answerability import best_prior_per_type, frames_ceiling
 
 # 8 frames; 2 sampled frames are 0 and 7, all 8 show everything
 OBJECTS = [("chair", [0]), ("chair", [7]), ("chair", [3]), ("table", [0, 1]), ("sofa", [7]), ("lamp", [3]),
@@ -93,3 +93,9 @@ def test_rendered_rooms_answer_every_question_from_all_their_frames(synth_root):
     assert set(full.per_type.values()) == {1.0}
     few = frames_ceiling(records, synth_root / "scenes", 2, fallback)
     assert few.tasks["overall"] < 1.0
+
+
+def test_fallback_is_the_best_of_every_fit_and_prior():
+    split = {"chance": {"a": 0.9}, "frequent": {"a": 0.2, "b": 0.5}, "text": {"a": 0.3, "b": 0.1}}
+    pool = {"chance": {"a": 0.9}, "frequent": {"a": 0.25}, "text": {"a": 0.4, "c": 0.7}}
+    assert best_prior_per_type([split, pool]) == {"a": 0.4, "b": 0.5, "c": 0.7}  # chance is not a prior

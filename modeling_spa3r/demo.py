@@ -536,11 +536,13 @@ def val_priors(data: Path) -> tuple:
 
 def val_ceiling(data: Path, priors: tuple, num_frames: int):
     """What a perfect perceiver of the `num_frames` frames each model sees would score on SynthVSI-val
-    (`data.answerability`); a question those frames cannot answer scores its type's best blind prior of `val_priors`."""
+    (`data.answerability`); a question those frames cannot answer scores its type's best blind prior of `val_priors`
+    (types without one, absent from the train split, are left out, as in the prior column)."""
     from .data.answerability import best_prior_per_type, frames_ceiling
 
+    fallback = best_prior_per_type(fit.per_type for fit in priors)
     val = [json.loads(line) for line in (data / "synthvsi_val.jsonl").read_text().splitlines() if line.strip()]
-    return frames_ceiling(val, data / "scenes", num_frames, best_prior_per_type(fit.per_type for fit in priors))
+    return frames_ceiling([r for r in val if r["question_type"] in fallback], data / "scenes", num_frames, fallback)
 
 
 def results_table(predictions: dict[str, list[dict]], priors: tuple, seed: int, ceiling=None):

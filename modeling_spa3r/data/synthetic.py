@@ -238,8 +238,10 @@ def _write_questions(out: Path, summary: dict, metas: dict[str, list[dict]]) -> 
 
 def _frames_ceilings(out: Path, held_out: list[dict], summary: dict) -> dict:
     """Val + test scored by a perfect perceiver of 4, 8, 16, 32 frames (no more than the videos have; `answerability`):
-    frame count → task key → score; a question the frames cannot answer scores its type's best blind prior."""
+    frame count → task key → score; a question the frames cannot answer scores its type's best blind prior (types
+    without one, absent from the train split, are left out)."""
     fits = [summary[key]["per_type"] for key in ("blind_priors", "blind_priors_pool") if summary.get(key)]
     fallback = best_prior_per_type(fits)
+    scored = [r for r in held_out if r["question_type"] in fallback]
     frames = summary["config"]["frames"]
-    return {str(n): frames_ceiling(held_out, out / "scenes", n, fallback).tasks for n in CEILING_FRAMES if n <= frames}
+    return {str(n): frames_ceiling(scored, out / "scenes", n, fallback).tasks for n in CEILING_FRAMES if n <= frames}

@@ -53,8 +53,8 @@ class _SceneVisibility:
             raise ValueError(f"scene {name!r}: scene.json has no per-frame visibility ('visible_in' of objects and "
                              "'walls'; scenes rendered before the whole-room scans of 2026-12-07 lack it): render the "
                              "rooms again with `spa3r synth`")  # fmt: skip
-        self.frames = sample_frame_indices(meta["camera"]["num_frames"], num_frames=num_frames)
-        position = {frame: k for k, frame in enumerate(self.frames)}
+        frames = sample_frame_indices(meta["camera"]["num_frames"], num_frames=num_frames)
+        position = {frame: k for k, frame in enumerate(frames)}
         self.instances: dict[str, list[int | None]] = defaultdict(list)  # category → first sampled frame per instance
         for obj in meta["objects"]:
             seen = [position[f] for f in obj["visible_in"] if f in position]
@@ -111,7 +111,7 @@ def frames_ceiling(records: list[dict], scenes_root: str | Path, num_frames: int
     if missing:
         raise ValueError(f"frames_ceiling: no fallback (blind prior) score for {', '.join(missing)}")
     scenes: dict[str, _SceneVisibility] = {}
-    answerable, scored = defaultdict(list), []
+    answerable, per_type, scored = defaultdict(list), defaultdict(list), []
     for record in records:
         name = record["scene_name"]
         if name not in scenes:
@@ -121,9 +121,7 @@ def frames_ceiling(records: list[dict], scenes_root: str | Path, num_frames: int
             scenes[name] = _SceneVisibility(json.loads(path.read_text()), num_frames)
         ok, score = _perceive(record, scenes[name], fallback)
         answerable[record["question_type"]].append(ok)
+        per_type[record["question_type"]].append(score)
         scored.append({"question_type": record["question_type"], "score": score})
-    per_type = defaultdict(list)
-    for row in scored:
-        per_type[row["question_type"]].append(row["score"])
     return FramesCeiling(num_frames, {t: float(np.mean(v)) for t, v in answerable.items()},
                          {t: float(np.mean(v)) for t, v in per_type.items()}, vsibench.aggregate(scored))  # fmt: skip

@@ -581,11 +581,31 @@ def readout_section(readout, table, vlms: Collection[str] | None = None) -> str:
                    "it out: at this scale the small language models, not Spa3R, are the bottleneck.")
     else:
         verdict = f"The latent holds the room size and {', '.join(readers)} beats the blind prior on it."
+    if low > row.prior:
+        verdict += " " + _training_adds(readout)
     lines = "\n".join(f"- {line}" for line in readout.lines())
     return (f"## Room Size from the Spa3R latent by a linear probe ({readout.n} questions)\n\n"
             f"A ridge probe of floor area on the pooled latent of the same number of spread frames, fitted on the "
             f"{readout.num_train} train rooms, scored with the VSI-Bench MRA (95 % bootstrap interval); random "
             f"baselines: mean ± std over init seeds.\n\n{lines}\n- blind prior: {100 * row.prior:.1f}; the models: {scores}\n\n{verdict}\n")
+
+
+def _training_adds(readout) -> str:
+    """Which random-encoder baselines (seed means) the readout's interval clears: whether PSFM training, rather than
+    the architecture read out by the same probe, put the room size into the latent."""
+    import numpy as np
+
+    low = 100 * readout.interval[0]
+    means = {group: 100 * float(np.mean(values)) for group, values in readout.groups().items()}
+    above = ", ".join(f"{group} {mean:.1f}" for group, mean in means.items() if low > mean)
+    within = ", ".join(f"{group} {mean:.1f}" for group, mean in means.items() if low <= mean)
+    if not within:
+        return f"Its interval clears every random-encoder baseline ({above}): PSFM training put it there."
+    if not above:
+        return (f"But its interval clears no random-encoder baseline ({within}): the same probe reads about as much "
+                "from random weights, so this does not show that PSFM training put it there.")
+    return (f"Its interval clears {above} but not {within}: the same probe reads about as much from those random "
+            "weights, so this does not show that PSFM training put all of it there.")
 
 
 def seed_dir(out: Path, seed: int) -> Path:

@@ -147,6 +147,31 @@ def test_readout_section_says_where_room_size_is_lost(latent, intervals, verdict
     assert "random init: 31.0 ± 1.0 (2 seeds)" in section and "blind prior: 35.0; the models: a 25.0, b 20.0" in section
 
 
+@pytest.mark.parametrize(
+    "backbone, sentence",
+    [(None, "Its interval clears every random-encoder baseline (random init 31.0): PSFM training put it there."),
+     (0.45, "Its interval clears random init 31.0 but not random encoder, trained backbone 45.0: the same probe"),
+     (0.40, "Its interval clears random init 31.0 but not random encoder, trained backbone 40.0:")],  # ties do not clear
+)  # fmt: skip
+def test_readout_section_compares_the_latent_with_random_encoders(backbone, sentence):
+    from modeling_spa3r.probe import RoomSizeReadout
+    from modeling_spa3r.report import ResultsReport, TaskRow
+
+    row = TaskRow("room_size_estimation_MRA:.5:.95:.05", "Room Size", 18, 0.25, 0.35, {"a": 0.25}, {"a": (0.1, 0.3)})
+    table = ResultsReport([row], ["a"], "", 1000, 0, 0.8)
+    scores = {"checkpoint": 0.45, "random init (seed 0)": 0.3, "random init (seed 1)": 0.32, "thumbnails": 0.3}
+    if backbone is not None:
+        scores["random encoder, trained backbone (seed 0)"] = backbone
+    section = demo.readout_section(RoomSizeReadout(18, 75, scores, (0.40, 0.50)), table)
+    assert sentence in section
+    # without the room size in the latent there is nothing for training to have put there
+    below = demo.readout_section(RoomSizeReadout(18, 75, scores, (0.30, 0.50)), table)
+    assert "does not beat the blind prior" in below and "random-encoder baseline" not in below and "clears" not in below
+    everything = demo.readout_section(RoomSizeReadout(18, 75, {**scores, "random init (seed 0)": 0.5,
+                                                               "random init (seed 1)": 0.5}, (0.40, 0.50)), table)
+    assert "clears no random-encoder baseline (random init 50.0" in everything
+
+
 def _trainer_state(folder: Path, train: list, held_out: list, other_scene: list | None = None) -> Path:
     """A trainer state; the held-out loss with another room's video is `other_scene` (default: the own one's)."""
     folder.mkdir()

@@ -597,8 +597,8 @@ def _training_adds(readout) -> str:
 
     low = 100 * readout.interval[0]
     means = {group: 100 * float(np.mean(values)) for group, values in readout.groups().items()}
-    above = ", ".join(f"{group} {mean:.1f}" for group, mean in means.items() if low > mean)
-    within = ", ".join(f"{group} {mean:.1f}" for group, mean in means.items() if low <= mean)
+    above = "; ".join(f"{group} {mean:.1f}" for group, mean in means.items() if low > mean)
+    within = "; ".join(f"{group} {mean:.1f}" for group, mean in means.items() if low <= mean)
     if not within:
         return f"Its interval clears every random-encoder baseline ({above}): PSFM training put it there."
     if not above:

@@ -169,7 +169,8 @@ def test_readout_section_compares_the_latent_with_random_encoders(backbone, sent
     assert "does not beat the blind prior" in below and "random-encoder baseline" not in below and "clears" not in below
     everything = demo.readout_section(RoomSizeReadout(18, 75, {**scores, "random init (seed 0)": 0.5,
                                                                "random init (seed 1)": 0.5}, (0.40, 0.50)), table)
-    assert "clears no random-encoder baseline (random init 50.0" in everything
+    listed = "random init 50.0" + ("" if backbone is None else f"; random encoder, trained backbone {100 * backbone:.1f}")
+    assert f"clears no random-encoder baseline ({listed}):" in everything
 
 
 def _trainer_state(folder: Path, train: list, held_out: list, other_scene: list | None = None) -> Path:

@@ -603,9 +603,9 @@ def _training_adds(readout) -> str:
         return f"Its interval clears every random-encoder baseline ({above}): PSFM training put it there."
     if not above:
         return (f"But its interval clears no random-encoder baseline ({within}): the same probe reads about as much "
-                "from random weights, so this does not show that PSFM training put it there.")
-    return (f"Its interval clears {above} but not {within}: the same probe reads about as much from those random "
-            "weights, so this does not show that PSFM training put all of it there.")
+                "through random-weight encoders, so this does not show that PSFM training put it there.")
+    return (f"Its interval clears {above} but not {within}: the same probe reads about as much through those "
+            "random-weight encoders, so this does not show that PSFM training put all of it there.")
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -758,8 +758,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"smaller run ({QUICK.scenes} rooms, {QUICK.frames} "
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
     parser.epilog = ("Measured on 2 otherwise idle cores of an AMD EPYC machine (2026-12-07, with the whole-room "
-                     "scans, and 2026-12-08): the default 392-480 s (377 s on 2026-12-07 with the earlier camera, whose rooms gave 1266 "
-                     "SFT steps instead of 1716), --quick 94 s, --vlm-seeds 3 1170 s (each extra seed 374 s). Earlier, "
+                     "scans, and 2026-12-08): the default 392-480 s (377 s on 2026-12-07 with the earlier camera, "
+                     "whose rooms gave 1266 SFT steps instead of 1716), --quick 94 s, --vlm-seeds 3 1170 s (each extra seed 374 s). Earlier, "
                      "with the earlier camera: --scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s on a slower "
                      "machine (before the controls and the held-out losses). The end of every run prints its own "
                      "seconds per stage.")  # fmt: skip

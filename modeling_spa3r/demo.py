@@ -578,11 +578,11 @@ def readout_section(readout, table, vlms: Collection[str] | None = None) -> str:
                    "(linearly) in the latent, so no VLM on top of it can be expected to answer better.")
     elif not readers:
         verdict = ("The latent holds the room size (its linear readout beats the blind prior) but neither VLM reads "
-                   "it out: at this scale the small language models, not Spa3R, are the bottleneck.")
+                   "it out: at this scale the small language models, not Spa3R, are the bottleneck. "
+                   + _training_adds(readout))  # fmt: skip
     else:
-        verdict = f"The latent holds the room size and {', '.join(readers)} beats the blind prior on it."
-    if low > row.prior:
-        verdict += " " + _training_adds(readout)
+        verdict = (f"The latent holds the room size and {', '.join(readers)} beats the blind prior on it. "
+                   + _training_adds(readout))  # fmt: skip
     lines = "\n".join(f"- {line}" for line in readout.lines())
     return (f"## Room Size from the Spa3R latent by a linear probe ({readout.n} questions)\n\n"
             f"A ridge probe of floor area on the pooled latent of the same number of spread frames, fitted on the "
@@ -759,10 +759,10 @@ def main(argv=None) -> int:
                         f"frames, {QUICK.pretrain_steps} PSFM steps, {QUICK.sft_epochs:g} SFT epochs)")  # fmt: skip
     parser.epilog = ("Measured on 2 otherwise idle cores of an AMD EPYC machine (2026-12-07, with the whole-room "
                      "scans, and 2026-12-08): the default 392-480 s (377 s on 2026-12-07 with the earlier camera, "
-                     "whose rooms gave 1266 SFT steps instead of 1716), --quick 94 s, --vlm-seeds 3 1170 s (each extra seed 374 s). Earlier, "
-                     "with the earlier camera: --scenes 300 --pretrain-steps 1200 --sft-epochs 8 1759 s on a slower "
-                     "machine (before the controls and the held-out losses). The end of every run prints its own "
-                     "seconds per stage.")  # fmt: skip
+                     "whose rooms gave 1266 SFT steps instead of 1716), --quick 94 s, --vlm-seeds 3 1170 s (each "
+                     "extra seed 374 s). Earlier, with the earlier camera: --scenes 300 --pretrain-steps 1200 "
+                     "--sft-epochs 8 1759 s on a slower machine (before the controls and the held-out losses). The "
+                     "end of every run prints its own seconds per stage.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     scale = parser.add_argument_group(
         "scaling up (for a stronger check than the default; each overrides the default or --quick value)",
